@@ -1,0 +1,47 @@
+# neural-reg: `make demo` runs the whole pipeline on the embedded default; `make test` runs the test suite.
+# Every target is idempotent: a second run reuses the virtual environment, the server and computed rows.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install server demo test bench db-up db-down clean-db
+
+install: $(STAMP) server
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, alone: pip then takes the CPU build where that is what the machine offers
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[test]'
+	touch $(STAMP)
+
+# a MySQL-family server binary, unless a shared server is configured (DJ_HOST) or one is already installed
+server:
+	@if [ -n "$$DJ_HOST" ] || command -v mariadbd >/dev/null || command -v mysqld >/dev/null \
+	    || [ -x /usr/sbin/mariadbd ] || [ -x /usr/sbin/mysqld ]; then :; \
+	elif command -v apt-get >/dev/null; then \
+	    echo "installing mariadb-server (apt)"; \
+	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mariadb-server >/dev/null; \
+	else \
+	    echo "no MySQL/MariaDB server found: install one, or run 'docker compose up -d db' and set DJ_HOST"; exit 1; \
+	fi
+
+db-up: install
+	$(BIN)/neural-reg db up
+
+db-down:
+	$(BIN)/neural-reg db down
+
+demo: install
+	$(BIN)/neural-reg db up
+	$(BIN)/neural-reg demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

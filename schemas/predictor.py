@@ -1,0 +1,134 @@
+"""predictor: models that predict a scan's responses from the image and behaviour, and their similarity (Eq 6).
+
+TrainedPredictor trains with DataJoint's three-part make (fetch, compute, insert), so no transaction stays open
+while a model trains; the numbers come from pipeline.predictor.
+"""
+
+from __future__ import annotations
+
+import datajoint as dj
+import numpy as np
+
+from pipeline.neural import similarity as sim
+from pipeline.predictor import train as predictor_train
+
+from . import codecs  # noqa: F401
+from . import oracle, recording
+from .paramset import ParamSet
+
+schema = dj.Schema()
+POPULATE_ORDER = ("TrainedPredictor", "ModelSimilarity")  # for `neural-reg populate`
+
+
+@schema
+class PredictorConfig(ParamSet, dj.Manual):
+    definition = """
+    # a predictive model and its training, keyed by the hash of its parameters
+    predictor_hash : char(32)
+    ---
+    predictor_name : varchar(64)
+    params : <blob>                 # dict: overrides of pipeline.predictor.train.DEFAULT_CONFIG
+    unique index (predictor_name)
+    """
+    hash_attr, name_attr = "predictor_hash", "predictor_name"
+
+
+@schema
+class Seed(dj.Lookup):
+    definition = """
+    predictor_seed : int32
+    """
+    contents = [(0,)]
+
+
+def to_numpy_state(state_dict: dict) -> dict:
+    return {name: value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+            for name, value in state_dict.items()}
+
+
+def training_data(key: dict) -> dict:
+    """The arrays train_predictor takes: each trial's image, responses, behaviour, pupil centre and tier."""
+    trials = recording.load_trials(key)
+    image_set = (recording.Scan & key).fetch1("image_set")
+    image_ids, pixels = recording.load_images(image_set, trials["image_id"])
+    rows = np.searchsorted(image_ids, trials["image_id"])
+    return {"images": pixels[rows], "responses": recording.load_responses(key), "behavior": trials["behavior"],
+            "pupil_center": trials["pupil_center"], "tiers": trials["tier"]}
+
+
+@schema
+class TrainedPredictor(dj.Computed):
+    definition = """
+    -> recording.Scan
+    -> PredictorConfig
+    -> Seed
+    ---
+    state_dict : <blob>             # dict of numpy arrays (torch state_dict on the CPU)
+    curves : <blob>                 # dict of per-epoch lists: train_loss, val_correlation, ...
+    heldout_tier : varchar(16)      # the trials v is measured on
+    mean_correlation : float32      # mean over neurons of v
+    best_val_correlation : float32
+    best_epoch : int32
+    n_epochs : int32
+    wall_time : float32             # s
+    device : varchar(32)
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> recording.Scan.Unit
+        ---
+        correlation : float32          # v_a: correlation of predicted and measured held-out single trials
+        """
+
+    def make_fetch(self, key):
+        return training_data(key), PredictorConfig.params_of(key)
+
+    def make_compute(self, key, data, params):
+        result = predictor_train.train_predictor(data, params, seed=key["predictor_seed"], progress=True)
+        return (result,)
+
+    def make_insert(self, key, result):
+        unit_ids = (recording.Scan.Unit & key).to_arrays("unit_id", order_by="unit_index")
+        self.insert1(dict(key, state_dict=to_numpy_state(result.state_dict), curves=result.curves,
+                          heldout_tier=result.heldout_tier, mean_correlation=float(result.mean_correlation),
+                          best_val_correlation=float(result.best_val_correlation), best_epoch=result.best_epoch,
+                          n_epochs=result.n_epochs, wall_time=float(result.wall_time), device=str(result.device)))
+        self.Unit.insert(dict(key, unit_id=int(u), correlation=float(v))
+                         for u, v in zip(unit_ids, result.correlation))
+
+
+def load_trained(key: dict):
+    """The trained torch model of one TrainedPredictor row, in eval mode on the CPU."""
+    import torch
+
+    state = (TrainedPredictor & key).fetch1("state_dict")
+    params = PredictorConfig.params_of(key)
+    n_neurons = len(recording.Scan.Unit & key)
+    image_set = (recording.Scan & key).fetch1("image_set")
+    shape = tuple(int(v) for v in (recording.ImageSet & {"image_set": image_set}).fetch1("height", "width"))
+    return predictor_train.load_model({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()},
+                                      params, n_neurons, shape)
+
+
+@schema
+class ModelSimilarity(dj.Computed):
+    definition = """
+    # Eq 6: similarity of the predicted responses (behaviour at its mean), scaled by w * v
+    -> TrainedPredictor
+    -> oracle.OracleStats
+    ---
+    image_ids : <ndarray>           # (n,) the non-oracle images, sorted
+    similarity : <ndarray>          # (n, n) float32
+    """
+
+    def make(self, key):
+        trials = recording.load_trials(key)
+        image_ids = np.unique(trials["image_id"][trials["tier"] != "oracle"])
+        image_set = (recording.Scan & key).fetch1("image_set")
+        _, pixels = recording.load_images(image_set, image_ids)
+        predicted = predictor_train.predict(load_trained(key), pixels)
+        v = (TrainedPredictor.Unit * recording.Scan.Unit & key).to_arrays("correlation", order_by="unit_index")
+        S = sim.model_similarity(predicted, oracle.snr_weights(key), v)
+        self.insert1(dict(key, image_ids=image_ids, similarity=S))

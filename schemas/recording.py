@@ -1,0 +1,238 @@
+"""recording: animals, scans, their neurons, the images shown and every trial's responses and behaviour.
+
+A scan's trials x neurons response matrix is stored in blocks of rows (``Responses``) so that it loads in one
+query and no row grows past what a server's redo log takes; row ``Trial.row`` of the matrix is that trial, column
+``Scan.Unit.unit_index`` that neuron. Scans enter only through :func:`ingest_scan`, all or nothing.
+"""
+
+from __future__ import annotations
+
+import datajoint as dj
+import numpy as np
+
+from pipeline.recording.scan_data import BEHAVIOR_NAMES, TIERS, RecordingError, ScanData
+
+from . import codecs  # noqa: F401  (registers <ndarray>)
+
+schema = dj.Schema()
+
+BLOCK_BYTES = 32 * 2**20  # rows of responses per stored block: at most 32 MB
+
+
+@schema
+class Animal(dj.Manual):
+    definition = """
+    animal_id : varchar(32)
+    ---
+    species = 'Mus musculus' : varchar(64)
+    description = '' : varchar(255)
+    """
+
+
+@schema
+class ImageSet(dj.Manual):
+    definition = """
+    # a set of stimuli that scans share; targets are indexed by its image ids
+    image_set : varchar(64)
+    ---
+    height : int16
+    width : int16
+    description = '' : varchar(255)
+    """
+
+
+@schema
+class Image(dj.Manual):
+    definition = """
+    -> ImageSet
+    image_id : int64
+    ---
+    pixels : <ndarray>              # (height, width) float32 grayscale, 0..255
+    provenance = '' : varchar(255)  # e.g. the photograph and crop, or the ImageNet class
+    """
+
+
+@schema
+class Scan(dj.Manual):
+    definition = """
+    -> Animal
+    session : int16
+    scan_idx : int16
+    ---
+    -> ImageSet
+    area = 'V1' : varchar(16)
+    depth = null : float32          # um below the pia
+    source : varchar(1000)          # the folder or the simulator call it came from
+    source_format : enum('filetree', 'simulator')
+    n_neurons : int32
+    n_trials : int32
+    ingested = CURRENT_TIMESTAMP : datetime
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        unit_id : int64
+        ---
+        unit_index : int32             # column of the scan's response matrix
+        area : varchar(16)
+        layer : varchar(16)
+        position = null : <blob>       # (3,) cortical position in um, where known
+        """
+
+
+@schema
+class Trial(dj.Manual):
+    definition = """
+    -> Scan
+    trial_idx : int32
+    ---
+    -> Image
+    row : int32                     # row of the scan's response matrix
+    tier : enum('train', 'validation', 'test', 'oracle')
+    pupil_size : float32
+    pupil_size_derivative : float32
+    running_speed : float32
+    pupil_x : float32
+    pupil_y : float32
+    """
+
+
+@schema
+class Responses(dj.Manual):
+    definition = """
+    # the scan's trials x neurons matrix, in blocks of consecutive rows
+    -> Scan
+    block : int16
+    ---
+    first_row : int32
+    responses : <ndarray>           # (rows, n_neurons) float32
+    """
+
+
+assert TIERS == ("train", "validation", "test", "oracle")  # the enum above
+
+
+def scan_key(animal_id: str, session: int, scan_idx: int) -> dict:
+    return {"animal_id": animal_id, "session": int(session), "scan_idx": int(scan_idx)}
+
+
+def ingest_scan(scan: ScanData, key: dict, image_set: str, source_format: str,
+                image_provenance: str = "", image_set_description: str = "") -> dict:
+    """Validate a scan and write it, its units, images, trials and responses in one transaction.
+
+    Nothing is written if anything is wrong: the scan already exists, the data fail validation, or an image id
+    of the image set already holds different pixels. Returns the scan key.
+    """
+    scan.validate()
+    key = scan_key(**key)
+    if Scan & key:
+        raise RecordingError(f"{scan.source}: scan {key} is already in the database. Fix: choose another "
+                             "session/scan index, or delete it first: (recording.Scan & key).delete()")
+    height, width = scan.images.shape[1:]
+    existing_set = (ImageSet & {"image_set": image_set}).to_dicts()
+    if existing_set and (existing_set[0]["height"], existing_set[0]["width"]) != (height, width):
+        raise RecordingError(f"{scan.source}: field 'images': {height} x {width} pixels, but image set "
+                             f"'{image_set}' holds {existing_set[0]['height']} x {existing_set[0]['width']}. "
+                             "Fix: ingest it under another --image-set name.")
+    new_images = _images_to_insert(scan, image_set)
+
+    # canonical order: rows by trial_idx, columns by unit_id
+    rows = np.argsort(scan.trial_idx, kind="stable")
+    cols = np.argsort(scan.unit_ids, kind="stable")
+    responses = np.ascontiguousarray(scan.responses[np.ix_(rows, cols)], dtype=np.float32)
+    trial_idx, image_ids = scan.trial_idx[rows], scan.trial_image_ids[rows]
+    tiers, behavior, pupil = np.asarray(scan.tiers)[rows], scan.behavior[rows], scan.pupil_center[rows]
+
+    units = [dict(key, unit_id=int(scan.unit_ids[c]), unit_index=i, area=str(scan.areas[c]),
+                  layer=str(scan.layers[c]),
+                  position=None if scan.positions is None else np.asarray(scan.positions[c], np.float32))
+             for i, c in enumerate(cols)]
+    trials = [dict(key, trial_idx=int(trial_idx[r]), image_set=image_set, image_id=int(image_ids[r]), row=r,
+                   tier=str(tiers[r]), pupil_x=float(pupil[r, 0]), pupil_y=float(pupil[r, 1]),
+                   **{name: float(behavior[r, b]) for b, name in enumerate(BEHAVIOR_NAMES)})
+              for r in range(len(rows))]
+    block_rows = max(1, BLOCK_BYTES // (4 * responses.shape[1]))
+    blocks = [dict(key, block=b, first_row=start, responses=responses[start:start + block_rows])
+              for b, start in enumerate(range(0, responses.shape[0], block_rows))]
+
+    with Scan.connection.transaction:
+        if not existing_set:
+            ImageSet.insert1(dict(image_set=image_set, height=height, width=width,
+                                  description=image_set_description))
+        Image.insert([dict(image_set=image_set, image_id=int(i), pixels=p, provenance=image_provenance)
+                      for i, p in new_images])
+        Animal.insert1(dict(animal_id=key["animal_id"]), skip_duplicates=True)
+        Scan.insert1(dict(key, image_set=image_set, source=str(scan.source)[:1000], source_format=source_format,
+                          n_neurons=scan.n_neurons, n_trials=scan.n_trials))
+        Scan.Unit.insert(units)
+        Trial.insert(trials)
+        for block in blocks:
+            Responses.insert1(block)
+    return key
+
+
+def _images_to_insert(scan: ScanData, image_set: str) -> list[tuple[int, np.ndarray]]:
+    """Images of the scan that the set lacks; an id the set already has must hold the same pixels."""
+    ids = np.asarray(scan.image_ids)
+    known = set((Image & {"image_set": image_set}).to_arrays("image_id").tolist()) if ImageSet & {
+        "image_set": image_set} else set()
+    new = []
+    for k, image_id in enumerate(ids.tolist()):
+        if image_id not in known:
+            new.append((image_id, np.asarray(scan.images[k], np.float32)))
+    shared = [k for k, image_id in enumerate(ids.tolist()) if image_id in known]
+    if shared:
+        stored_ids, stored = load_images(image_set, ids[shared])
+        stored = dict(zip(stored_ids.tolist(), stored))
+        for k in shared:
+            if not np.allclose(stored[int(ids[k])], scan.images[k], atol=1e-3):
+                raise RecordingError(f"{scan.source}: field 'images': image {int(ids[k])} differs from the image "
+                                     f"with that id already in image set '{image_set}'. Fix: ingest under another "
+                                     "--image-set name, or correct the frame_image_id.")
+    return new
+
+
+def load_responses(key: dict) -> np.ndarray:
+    """The scan's (n_trials, n_neurons) float32 response matrix, rows by trial_idx, columns by unit_id."""
+    blocks = (Responses & key).to_arrays("responses", order_by="block")
+    if len(blocks) == 0:
+        raise dj.DataJointError(f"no responses stored for scan {key}")
+    return np.concatenate(list(blocks), axis=0) if len(blocks) > 1 else blocks[0]
+
+
+def load_scan(key: dict) -> ScanData:
+    """Read one scan back as a ScanData (the inverse of :func:`ingest_scan`, in canonical order)."""
+    key = (Scan & key).fetch1("KEY")
+    scan = (Scan & key).fetch1()
+    trials = load_trials(key)
+    units = (Scan.Unit & key).to_arrays("unit_id", "area", "layer", "position", order_by="unit_index")
+    positions = None if any(p is None for p in units[3]) else np.stack(units[3]).astype(np.float32)
+    image_ids, pixels = load_images(scan["image_set"], trials["image_id"])
+    return ScanData(images=pixels, image_ids=image_ids, trial_idx=trials["trial_idx"],
+                    trial_image_ids=trials["image_id"], tiers=trials["tier"], responses=load_responses(key),
+                    behavior=trials["behavior"], pupil_center=trials["pupil_center"],
+                    unit_ids=units[0].astype(np.int64), areas=np.asarray(units[1], str),
+                    layers=np.asarray(units[2], str), positions=positions, source=scan["source"])
+
+
+def load_trials(key: dict) -> dict:
+    """The scan's trials as arrays in response-matrix row order: trial_idx, image_id, tier, behavior (n, 3),
+    pupil_center (n, 2)."""
+    cols = (Trial & key).to_arrays("trial_idx", "image_id", "tier", *BEHAVIOR_NAMES, "pupil_x", "pupil_y",
+                                   order_by="row")
+    return {"trial_idx": cols[0].astype(np.int64), "image_id": cols[1].astype(np.int64),
+            "tier": np.asarray(cols[2], dtype=str),
+            "behavior": np.stack(cols[3:6], axis=1).astype(np.float32),
+            "pupil_center": np.stack(cols[6:8], axis=1).astype(np.float32)}
+
+
+def load_images(image_set: str, image_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """(image_ids (n,), pixels (n, H, W) float32) of an image set, sorted by id; all of them if image_ids is None."""
+    ids, pixels = (Image & {"image_set": image_set}).to_arrays("image_id", "pixels", order_by="image_id")
+    ids = ids.astype(np.int64)
+    keep = np.ones(len(ids), bool) if image_ids is None else np.isin(ids, image_ids)
+    if image_ids is not None and keep.sum() < len(np.unique(image_ids)):
+        missing = np.setdiff1d(image_ids, ids)[:5].tolist()
+        raise dj.DataJointError(f"image set {image_set!r} has no images {missing}")
+    return ids[keep], np.stack([p for p, k in zip(pixels, keep) if k]).astype(np.float32)
