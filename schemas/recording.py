@@ -90,11 +90,11 @@ class Trial(dj.Manual):
     -> Image
     row : int32                     # row of the scan's response matrix
     tier : enum('train', 'validation', 'test', 'oracle')
-    pupil_size : float32
-    pupil_size_derivative : float32
-    running_speed : float32
-    pupil_x : float32
-    pupil_y : float32
+    pupil_size : float64
+    pupil_size_derivative : float64
+    running_speed : float64
+    pupil_x : float64
+    pupil_y : float64
     """
 
 

@@ -1,0 +1,229 @@
+"""The model mouse V1: stimuli, Gabor tuning, behaviour, eye shifts, noise and the scans it produces."""
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from pipeline.recording.scan_data import TIERS
+from pipeline.recording.simulator import (IMAGE_SHAPE, PUPIL_CENTER_REFERENCE, ModelV1, SpikeNoise,
+                                          behavior_reference, natural_image_crops, scan_model, shift_images,
+                                          simulate_behavior, simulate_scans)
+
+H, W = IMAGE_SHAPE
+
+
+def column_corr(a, b):
+    """Per-column Pearson correlation of two (n, m) arrays."""
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0))
+
+
+@pytest.fixture(scope="module")
+def small_scans():
+    return simulate_scans(n_scans=2, n_neurons=40, n_images=60, n_oracle_images=5, n_repeats=4, seed=3)
+
+
+@pytest.fixture(scope="module")
+def oracle_scan():
+    """Enough oracle trials to estimate each neuron's reliability."""
+    return simulate_scans(n_scans=1, n_neurons=300, n_images=40, n_oracle_images=50, n_repeats=10, seed=1)[0]
+
+
+def test_deterministic_for_a_seed(small_scans):
+    again = simulate_scans(n_scans=2, n_neurons=40, n_images=60, n_oracle_images=5, n_repeats=4, seed=3)
+    for a, b in zip(small_scans, again):
+        for f in ("images", "trial_image_ids", "responses", "behavior", "pupil_center", "positions"):
+            np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+    other = simulate_scans(n_scans=1, n_neurons=40, n_images=60, n_oracle_images=5, n_repeats=4, seed=4)[0]
+    assert not np.array_equal(other.images, small_scans[0].images)
+    assert not np.allclose(other.responses, small_scans[0].responses)
+
+
+def test_shapes_tiers_and_ids(small_scans):
+    n_trials = 60 + 5 * 4
+    a, b = small_scans
+    for s in small_scans:
+        s.validate()
+        assert s.images.shape == (65, H, W) and s.images.dtype == np.float32
+        assert 0 <= s.images.min() and s.images.max() <= 255
+        assert s.responses.shape == (n_trials, 40) and s.responses.dtype == np.float32
+        assert (s.responses >= 0).all()
+        assert s.behavior.shape == (n_trials, 3) and s.pupil_center.shape == (n_trials, 2)
+        assert s.positions.shape == (40, 3)
+        assert set(s.areas) == {"V1"} and set(s.layers) == {"L2/3"}
+        assert s.extra["rates"].shape == (n_trials, 40) and s.extra["mean_rates"].shape == (65, 40)
+        np.testing.assert_array_equal(s.image_ids, np.arange(65))
+        assert set(s.tiers) <= set(TIERS)
+        # images shown once: ids 0..59, tiers 80 / 10 / 10 %; oracle images: ids 60..64, n_repeats each
+        once = s.tiers != "oracle"
+        np.testing.assert_array_equal(np.sort(s.trial_image_ids[once]), np.arange(60))
+        assert [int((s.tiers == t).sum()) for t in ("train", "validation", "test")] == [48, 6, 6]
+        ids, counts = np.unique(s.trial_image_ids[~once], return_counts=True)
+        np.testing.assert_array_equal(ids, np.arange(60, 65))
+        assert (counts == 4).all()
+    # same image set and per-image tiers, different trial order, different neurons
+    np.testing.assert_array_equal(a.images, b.images)
+    tier_of = [dict(zip(s.trial_image_ids.tolist(), s.tiers.tolist())) for s in small_scans]
+    assert tier_of[0] == tier_of[1]
+    assert not np.array_equal(a.trial_image_ids, b.trial_image_ids)
+    assert not set(a.unit_ids) & set(b.unit_ids)
+    assert not np.allclose(a.extra["mean_rates"], b.extra["mean_rates"])
+
+
+def test_ground_truth_is_the_models_rates(small_scans):
+    s = small_scans[1]
+    model = scan_model(3, 1, 40)
+    idx = s.image_index()
+    np.testing.assert_allclose(model.rates(s.images[idx], s.behavior, s.pupil_center), s.extra["rates"],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.rates(s.images, s.behavior.mean(0), PUPIL_CENTER_REFERENCE),
+                               s.extra["mean_rates"], rtol=1e-5, atol=1e-6)
+    # responses scatter around the rates: mean over all trials close to the mean rate
+    ratio = s.responses.mean() / s.extra["rates"].mean()
+    assert 0.8 < ratio < 1.25
+
+
+def test_crops_are_varied_natural_images():
+    crops = natural_image_crops(200, np.random.default_rng(0))
+    assert crops.shape == (200, H, W) and crops.dtype == np.float32
+    assert crops.min() >= 0 and crops.max() <= 255
+    assert np.median(crops.std(axis=(1, 2))) > 15  # not blank
+    flat = crops.reshape(200, -1)
+    c = np.corrcoef(flat)
+    assert np.median(np.abs(c[np.triu_indices(200, 1)])) < 0.5  # not the same picture
+    # natural images: neighbouring pixels are strongly correlated, unlike noise
+    assert column_corr(flat[:, :-1].T, flat[:, 1:].T).mean() > 0.7
+
+
+def test_shift_images_moves_content_by_integer_and_subpixel_shifts():
+    rng = np.random.default_rng(0)
+    big = natural_image_crops(4, rng, shape=(H + 6, W + 6))
+    base = big[:, 3:3 + H, 3:3 + W]
+    moved = shift_images(base, np.array([[2.0, -1.0]] * 4))  # sample at (y - 1, x + 2)
+    interior = (slice(None), slice(6, -6), slice(6, -6))
+    np.testing.assert_allclose(moved[interior], big[:, 2:2 + H, 5:5 + W][interior], atol=2.0)
+    # sub-pixel: a smooth grating is shifted exactly, without blur
+    yy, xx = np.mgrid[0:H, 0:W]
+    grating = 128 + 100 * np.cos(2 * np.pi * (xx * 0.8 + yy * 0.6) / 9.0)
+    shifted = shift_images(grating[None], np.array([[0.5, 0.25]]))[0]
+    expected = 128 + 100 * np.cos(2 * np.pi * ((xx + 0.5) * 0.8 + (yy + 0.25) * 0.6) / 9.0)
+    assert np.abs(shifted - expected)[8:-8, 8:-8].max() < 3.0
+
+
+def gratings(model, oris, phases, contrast=100.0):
+    """(n_neurons, n_oris, n_phases, H, W) full-field gratings at each neuron's preferred wavelength."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    lam = model.wavelength[:, None, None, None, None]
+    o = oris[None, :, None, None, None]
+    p = phases[None, None, :, None, None]
+    return 127.5 + contrast * np.cos(2 * np.pi * (xx * np.cos(o) + yy * np.sin(o)) / lam + p)
+
+
+def test_orientation_tuning_is_gabor_like():
+    model = ModelV1(60, seed=11)
+    oris = np.linspace(0, np.pi, 12, endpoint=False)
+    phases = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    g = gratings(model, oris, phases)
+    n = model.n_neurons
+    r = model.rates(g.reshape(-1, H, W)).reshape(n, 12, 8, n)[np.arange(n), :, :, np.arange(n)]  # (n, 12, 8)
+    tuning = r.max(axis=2)  # best phase per orientation
+    best = oris[tuning.argmax(1)]
+    err = np.degrees(np.abs((best - model.orientation + np.pi / 2) % np.pi - np.pi / 2))
+    assert np.mean(err <= 15) >= 0.95  # grid step 15 deg: the peak is on the grid point nearest preference
+    # orthogonal gratings drive much less than preferred ones
+    pref = np.abs((oris[None] - model.orientation[:, None] + np.pi / 2) % np.pi - np.pi / 2).argmin(1)
+    orth = (pref + 6) % 12
+    above = r - model.baseline[:, None, None]
+    ratio = above[np.arange(n), orth].mean(1) / above[np.arange(n), pref].mean(1)
+    assert np.median(ratio) < 0.2 and ratio.max() < 1
+    # simple cells depend on grating phase, complex cells (quadrature energy) hardly at all
+    at_pref = r[np.arange(n), pref]  # (n, 8)
+    modulation = (at_pref.max(1) - at_pref.min(1)) / at_pref.mean(1)
+    assert model.is_complex.any() and (~model.is_complex).any()
+    assert np.median(modulation[~model.is_complex]) > 1.0
+    assert np.median(modulation[model.is_complex]) < 0.1
+
+
+def test_gain_increases_with_running_as_parameterised():
+    model = ModelV1(50, seed=5)
+    images = natural_image_crops(30, np.random.default_rng(2))
+    mean, std = behavior_reference()
+    still, running = mean.copy(), mean.copy()
+    still[2], running[2] = mean[2] - 0.5 * std[2], mean[2] + 2 * std[2]
+    r_still, r_run = model.rates(images, still), model.rates(images, running)
+    assert r_run.mean() > 1.2 * r_still.mean()  # most neurons' gain rises with running
+    # exactly the model: (rate - baseline) scales by exp(beta_running * delta z)
+    above_still = r_still - model.baseline
+    ok = above_still > 1e-3 * model.amplitude
+    expected = np.broadcast_to(np.exp(model.beta_running * 2.5), r_still.shape)[ok]
+    np.testing.assert_allclose(((r_run - model.baseline)[ok] / above_still[ok]), expected, rtol=1e-3)
+    assert (model.beta_running > 0).mean() > 0.9
+
+
+def test_eye_position_shifts_receptive_fields():
+    model = ModelV1(80, seed=6)
+    big = natural_image_crops(100, np.random.default_rng(4), shape=(H, W + 4))
+    a, b = big[:, :, 0:W], big[:, :, 4:4 + W]  # b(y, x) = a(y, x + 4)
+    eye = np.asarray(PUPIL_CENTER_REFERENCE) + np.array([4.0 / model.eye_shift_scale, 0.0])
+    central = (model.center[:, 0] > 16) & (model.center[:, 0] < W - 16)
+    r_a_moved = model.rates(a, None, eye)[:, central]
+    r_b = model.rates(b)[:, central]
+    r_a = model.rates(a)[:, central]
+    # looking 4 px to the right makes image a drive the neurons as image b does
+    assert np.median(column_corr(r_a_moved, r_b)) > 0.98
+    assert np.median(column_corr(r_a, r_b)) < 0.85
+    assert np.abs(r_a_moved - r_a).mean() > 0.2 * r_a.std()
+
+
+def test_behaviour_drifts_smoothly():
+    beh, eye = simulate_behavior(4000, np.random.default_rng(0))
+    assert (beh[:, 0] > 0).all() and (beh[:, 2] >= 0).all()
+    for x in (beh[:, 0], beh[:, 2], eye[:, 0], eye[:, 1]):
+        assert np.corrcoef(x[:-1], x[1:])[0, 1] > 0.85  # AR(1): neighbouring trials alike
+    np.testing.assert_allclose(beh[1:, 1], np.diff(beh[:, 0]), atol=1e-4)
+    assert 0.2 < np.corrcoef(beh[:, 0], beh[:, 2])[0, 1] < 0.9  # arousal couples pupil and running
+    shift_std = eye.std(0) * 0.5
+    assert (0.5 < shift_std).all() and (shift_std < 2.0).all()  # eye shifts of a few pixels
+
+
+def test_noise_is_poisson_like():
+    fano = np.array([0.5, 2.0, 8.0])
+    noise = SpikeNoise(fano=fano, shared_loading=np.ones(3), shared_std=0.0)
+    rng = np.random.default_rng(0)
+    for rate in (2.0, 8.0):
+        r = noise.sample(np.full((50000, 3), rate), rng)
+        np.testing.assert_allclose(r.mean(0), rate, rtol=0.05)
+        np.testing.assert_allclose(r.var(0), fano * rate, rtol=0.12)  # variance grows with the rate
+    shared = SpikeNoise(fano=fano, shared_loading=np.ones(3), shared_std=0.3).sample(np.full((40000, 3), 4.0), rng)
+    assert np.corrcoef(shared.T)[np.triu_indices(3, 1)].min() > 0.02  # shared gain: correlated noise
+
+
+def test_oracle_correlations_spread_like_real_v1(oracle_scan):
+    s = oracle_scan
+    oracle = s.tiers == "oracle"
+    ids = np.unique(s.trial_image_ids[oracle])
+    r = np.stack([s.responses[oracle & (s.trial_image_ids == i)] for i in ids])  # (images, repeats, neurons)
+    loo = (r.sum(1, keepdims=True) - r) / (r.shape[1] - 1)  # leave-one-out mean of the other repeats
+    oc = column_corr(r.reshape(-1, r.shape[2]), loo.reshape(-1, r.shape[2]))
+    p10, p50, p90 = np.percentile(oc, [10, 50, 90])
+    assert p10 < 0.25 and 0.25 < p50 < 0.6 and p90 > 0.55, (p10, p50, p90)
+    assert oc.max() < 0.95
+    assert spearmanr(oc, s.extra["neuron_params"]["snr"]).statistic > 0.8
+
+
+def test_single_trials_are_noisier_than_the_truth(oracle_scan):
+    s = oracle_scan
+    c = column_corr(s.responses.astype(np.float64), s.extra["rates"].astype(np.float64))
+    assert c.max() < 0.98 and c.std() > 0.1
+    assert np.mean(c < 0.5) > 0.2  # many neurons with low signal-to-noise ratio
+    assert spearmanr(c, s.extra["neuron_params"]["snr"]).statistic > 0.8
+
+
+def test_bad_arguments_raise_naming_the_field():
+    with pytest.raises(ValueError, match="n_repeats"):
+        simulate_scans(n_neurons=5, n_images=5, n_oracle_images=2, n_repeats=1)
+    with pytest.raises(ValueError, match="n_neurons"):
+        simulate_scans(n_neurons=0)
+    with pytest.raises(ValueError, match="images"):
+        ModelV1(3).rates(np.zeros((2, 10, 10)))
