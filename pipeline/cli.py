@@ -54,6 +54,78 @@ def _ingest(args) -> int:
     return 0
 
 
+def _populate(args) -> int:
+    from schemas import activate
+
+    from . import workflow
+
+    activate()
+    if args.retry_failed:
+        print(f"cleared {workflow.retry_failed(args.tables)} failed job(s); trying them again")
+    summary = workflow.populate(args.tables, reserve_jobs=args.reserve_jobs, max_calls=args.max_calls)
+    failed = 0
+    for table, (done, errors) in summary.items():
+        print(f"{table}: {done} computed" + (f", {len(errors)} failed" if errors else ""))
+        failed += len(errors)
+    if failed:
+        print("see `neural-reg status` for the errors", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _status(args) -> int:
+    from schemas import activate
+
+    from . import workflow
+
+    activate()
+    rows = workflow.status(args.tables)
+    width = max(len(r["table"]) for r in rows)
+    print(f"{'table':<{width}}  {'done':>6} {'to do':>6} {'reserved':>8} {'failed':>6}")
+    for r in rows:
+        print(f"{r['table']:<{width}}  {r['done']:>6} {r['to_do']:>6} {r['reserved']:>8} {r['failed']:>6}")
+    for r in rows:
+        if r["failed"]:
+            print(f"\n{r['table']}: {r['failed']} failed; last error for {r['failed_key']}:\n  {r['last_error']}\n"
+                  f"  retry with: neural-reg populate {r['table'].split('.')[-1]} --retry-failed")
+    return 0
+
+
+def _worker(args) -> int:
+    import time
+
+    from schemas import activate
+
+    from . import workflow
+
+    activate()
+    while True:
+        summary = workflow.populate(args.tables, reserve_jobs=True, max_calls=args.max_calls)
+        if args.once:
+            return 0
+        if not any(done for done, _ in summary.values()):
+            time.sleep(args.sleep)
+
+
+def _report(args) -> int:
+    from schemas import activate
+
+    from .report.build import build_report
+
+    activate()
+    print(f"report: {build_report(args.outdir)}")
+    return 0
+
+
+def _demo(args) -> int:
+    from schemas import activate
+
+    from . import demo
+
+    activate()
+    demo.run(report_dir=args.report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neural-reg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +151,32 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0)
     for p in (ft, sim):
         p.set_defaults(func=_ingest)
+
+    pop = sub.add_parser("populate", help="compute what is missing, in dependency order")
+    pop.add_argument("tables", nargs="*", help="tables to populate (default: all), e.g. OracleStats Target")
+    pop.add_argument("--reserve-jobs", action="store_true", help="coordinate with other workers via job tables")
+    pop.add_argument("--max-calls", type=int, help="at most this many keys per table")
+    pop.add_argument("--retry-failed", action="store_true", help="clear the tables' failed jobs first")
+    pop.set_defaults(func=_populate)
+
+    st = sub.add_parser("status", help="per table: done, to do, reserved, failed, with the last error")
+    st.add_argument("tables", nargs="*")
+    st.set_defaults(func=_status)
+
+    wk = sub.add_parser("worker", help="populate with job reservation until stopped (a lab's worker)")
+    wk.add_argument("tables", nargs="*")
+    wk.add_argument("--max-calls", type=int)
+    wk.add_argument("--sleep", type=float, default=60.0, help="seconds to wait when nothing is left to do")
+    wk.add_argument("--once", action="store_true", help="one pass, then exit")
+    wk.set_defaults(func=_worker)
+
+    rp = sub.add_parser("report", help="the paper's figures and an HTML page from the tables")
+    rp.add_argument("outdir")
+    rp.set_defaults(func=_report)
+
+    dm = sub.add_parser("demo", help="the whole pipeline on the embedded default")
+    dm.add_argument("--report", default="reports/demo", help="where to write the report")
+    dm.set_defaults(func=_demo)
     return parser
 
 

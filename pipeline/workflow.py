@@ -91,7 +91,8 @@ def populate(names=(), reserve_jobs=False, max_calls=None, progress=True, suppre
     suppress = reserve_jobs if suppress_errors is None else suppress_errors
     summary = {}
     for table in _select(names):
-        for restriction in getattr(table, "populate_passes", ((),)):
+        passes = table.populate_passes() if hasattr(table, "populate_passes") else ((),)
+        for restriction in passes:
             result = table.populate(*restriction, reserve_jobs=reserve_jobs, max_calls=max_calls,
                                     display_progress=progress, suppress_errors=suppress)
             done, errors = summary.get(table.__name__, (0, []))

@@ -15,7 +15,7 @@ warnings.filterwarnings("ignore", message=".*datajoint.json.*")
 warnings.filterwarnings("ignore", message=".*MariaDB is not officially supported.*")
 
 # in dependency order: data flows one way, recordings -> ... -> robustness
-SCHEMA_NAMES = ("recording", "oracle", "predictor", "target")
+SCHEMA_NAMES = ("recording", "oracle", "predictor", "target", "classifier", "robustness")
 
 
 def modules():

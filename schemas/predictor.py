@@ -14,6 +14,7 @@ from pipeline.predictor import train as predictor_train
 
 from . import codecs  # noqa: F401
 from . import oracle, recording
+from .heavy import HeavyInputs
 from .paramset import ParamSet
 
 schema = dj.Schema()
@@ -57,7 +58,7 @@ def training_data(key: dict) -> dict:
 
 
 @schema
-class TrainedPredictor(dj.Computed):
+class TrainedPredictor(HeavyInputs, dj.Computed):
     definition = """
     -> recording.Scan
     -> PredictorConfig
@@ -82,12 +83,11 @@ class TrainedPredictor(dj.Computed):
         correlation : float32          # v_a: correlation of predicted and measured held-out single trials
         """
 
-    def make_fetch(self, key):
-        return training_data(key), PredictorConfig.params_of(key)
+    def fetch_inputs(self, key):
+        return PredictorConfig.params_of(key), training_data(key)
 
-    def make_compute(self, key, data, params):
-        result = predictor_train.train_predictor(data, params, seed=key["predictor_seed"], progress=True)
-        return (result,)
+    def compute(self, key, params, data):
+        return predictor_train.train_predictor(data, params, seed=key["predictor_seed"], progress=True)
 
     def make_insert(self, key, result):
         unit_ids = (recording.Scan.Unit & key).to_arrays("unit_id", order_by="unit_index")
@@ -108,7 +108,7 @@ def load_trained(key: dict):
     n_neurons = len(recording.Scan.Unit & key)
     image_set = (recording.Scan & key).fetch1("image_set")
     shape = tuple(int(v) for v in (recording.ImageSet & {"image_set": image_set}).fetch1("height", "width"))
-    return predictor_train.load_model({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()},
+    return predictor_train.load_model({k: torch.from_numpy(np.array(v)) for k, v in state.items()},
                                       params, n_neurons, shape)
 
 

@@ -104,8 +104,10 @@ class Target(dj.Computed):
         -> recording.Scan
         """
 
-    # shuffle targets permute another target: populate the others first
-    populate_passes = (("kind != 'shuffle'",), ())
+    @staticmethod
+    def populate_passes():
+        """Shuffle targets permute another target: populate the other kinds first."""
+        return ((TargetConfig & "kind != 'shuffle'").proj(),), ()
 
     def make(self, key):
         config = (TargetConfig & key).fetch1()

@@ -202,11 +202,27 @@ def gabor_filters(center: np.ndarray, orientation: np.ndarray, wavelength: np.nd
 
 @dataclass
 class SpikeNoise:
-    """Trial-to-trial noise: a shared multiplicative gain fluctuation, then Gamma noise of variance fano * rate."""
+    """Trial-to-trial noise: shared multiplicative gain fluctuations, then Gamma noise of variance fano * rate.
+
+    The shared part has a global gain (every neuron, positive loadings) and a few latent dimensions with
+    loadings of either sign, as the low-dimensional, behaviour-related variability that dominates real V1
+    population activity (Stringer et al., Science 2019). Unlike independent noise, it does not average out
+    over neurons, so it is what makes single-trial population similarity unreliable (paper, Fig 1D).
+    """
 
     fano: np.ndarray  # (n_neurons,) variance / mean of the single-trial response
-    shared_loading: np.ndarray  # (n_neurons,) how much each neuron follows the shared (unobserved) gain
-    shared_std: float = 0.15  # std of the shared log-gain fluctuation
+    shared_loading: np.ndarray  # (n_neurons,) how much each neuron follows the global (unobserved) gain
+    shared_std: float = 0.15  # std of the global log-gain fluctuation
+    latent_loadings: np.ndarray | None = None  # (n_latent, n_neurons) log-gain loadings of the latent dimensions
+
+    def log_gain(self, n_trials: int, rng: np.random.Generator) -> np.ndarray:
+        """(n_trials, n_neurons) shared log-gain, mean-corrected so the expected gain is 1."""
+        s = self.shared_std * self.shared_loading[None, :]
+        g = s * rng.standard_normal((n_trials, 1)) - 0.5 * s ** 2
+        if self.latent_loadings is not None and len(self.latent_loadings):
+            L = self.latent_loadings
+            g = g + rng.standard_normal((n_trials, L.shape[0])) @ L - 0.5 * (L ** 2).sum(0)[None, :]
+        return g
 
     def sample(self, rates: np.ndarray, rng: np.random.Generator, chunk: int = 1024) -> np.ndarray:
         """(n_trials, n_neurons) float32 responses, non-negative, mean = rates (on average over the shared gain).
@@ -214,11 +230,10 @@ class SpikeNoise:
         rates (n_trials, n_neurons) >= 0; drawn in chunks of trials to bound float64 temporaries.
         """
         rates = np.asarray(rates)
-        s = self.shared_std * self.shared_loading[None, :]
         out = np.empty(rates.shape, dtype=np.float32)
         for start in range(0, len(rates), chunk):
             r = rates[start:start + chunk].astype(np.float64)
-            shared = np.exp(s * rng.standard_normal((len(r), 1)) - 0.5 * s ** 2)
+            shared = np.exp(self.log_gain(len(r), rng))
             out[start:start + chunk] = rng.gamma(r * shared / self.fano, np.broadcast_to(self.fano, r.shape))
         return out
 
@@ -238,6 +253,7 @@ class ModelV1:
     def __init__(self, n_neurons: int, seed: int = 0, *, complex_fraction: float = 0.5,
                  snr_range: tuple[float, float] = (0.05, 5.0), wavelength_range: tuple[float, float] = (7.0, 24.0),
                  eye_shift_scale: float = 0.5, shared_noise_std: float = 0.15, rf_scatter: float = 5.0,
+                 latent_dims: int = 4, latent_std: float = 0.4,
                  shape: tuple[int, int] = IMAGE_SHAPE):
         if n_neurons < 1:
             raise ValueError(f"ModelV1: field 'n_neurons' must be >= 1, got {n_neurons}. Fix: pass a positive count")
@@ -282,8 +298,9 @@ class ModelV1:
         self._f_norm = np.maximum(f.mean(0), 1e-6).astype(np.float32)
         r = self.baseline + self.amplitude * f / self._f_norm
         signal_var = np.maximum(r.var(0), 1e-6 * r.mean(0) ** 2)
+        latent = (latent_std * rng.standard_normal((int(latent_dims), n))).astype(np.float64)
         self.noise = SpikeNoise(fano=signal_var / (self.snr * r.mean(0)), shared_loading=shared_loading,
-                                shared_std=shared_noise_std)
+                                shared_std=shared_noise_std, latent_loadings=latent)
 
     @property
     def n_neurons(self) -> int:

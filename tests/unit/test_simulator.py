@@ -209,7 +209,8 @@ def test_oracle_correlations_spread_like_real_v1(oracle_scan):
     p10, p50, p90 = np.percentile(oc, [10, 50, 90])
     assert p10 < 0.25 and 0.25 < p50 < 0.6 and p90 > 0.55, (p10, p50, p90)
     assert oc.max() < 0.95
-    assert spearmanr(oc, s.extra["neuron_params"]["snr"]).statistic > 0.8
+    # the independent-noise SNR sets the order; the shared latent noise (of neuron-specific size) blurs it
+    assert spearmanr(oc, s.extra["neuron_params"]["snr"]).statistic > 0.6
 
 
 def test_single_trials_are_noisier_than_the_truth(oracle_scan):
@@ -217,7 +218,7 @@ def test_single_trials_are_noisier_than_the_truth(oracle_scan):
     c = column_corr(s.responses.astype(np.float64), s.extra["rates"].astype(np.float64))
     assert c.max() < 0.98 and c.std() > 0.1
     assert np.mean(c < 0.5) > 0.2  # many neurons with low signal-to-noise ratio
-    assert spearmanr(c, s.extra["neuron_params"]["snr"]).statistic > 0.8
+    assert spearmanr(c, s.extra["neuron_params"]["snr"]).statistic > 0.6
 
 
 def test_bad_arguments_raise_naming_the_field():

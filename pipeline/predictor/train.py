@@ -1,0 +1,347 @@
+"""Training and use of the predictive model (Sec 2.2): fit on 'train', stop on 'validation', score on held-out.
+
+Data (one scan, n trials, N neurons, images H x W), a dict of arrays:
+
+- images        (n, H, W) float32 raw pixels in [0, 255], the image shown on each trial
+- responses     (n, N) float >= 0
+- behavior      (n, 3) pupil size, its derivative, running speed
+- pupil_center  (n, 2) eye position (x, y)
+- tiers         (n,) str in train / validation / test / oracle
+
+The readout positions start at each neuron's estimated receptive field (``readout_init``, see readout.py).
+Loss per batch: mean over trials of the Poisson negative log-likelihood summed over neurons (responses in
+units of each neuron's training std), plus the model's regulariser. Adam; after ``patience`` epochs
+without a better validation correlation the best weights are restored and the learning rate decays, at
+most ``lr_decay_steps`` times, then training stops. The held-out correlation v_a (Eq 6) is computed on
+single trials of the 'oracle' tier (else 'test') with each trial's own behaviour and eye position.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .model import MODEL_DEFAULTS, PredictiveModel, build_model
+
+TRAIN_DEFAULTS = {
+    "readout_init": "receptive_field",  # 'receptive_field' (data-driven start, readout.py) | 'random'
+    "lr": 5e-3,
+    "batch_size": 64,
+    "max_epochs": 200,
+    "patience": 5,            # epochs without improvement before restoring the best weights and decaying lr
+    "lr_decay_steps": 3,      # lr decays before stopping
+    "lr_decay_factor": 0.3,
+    "tolerance": 1e-4,        # a validation correlation must beat the best by this much to count
+    "eval_batch_size": 256,
+    "device": "auto",         # 'auto' (CUDA if available) | 'cpu' | 'cuda' | 'cuda:K'
+}
+
+DEFAULT_CONFIG = {**MODEL_DEFAULTS, **TRAIN_DEFAULTS}
+
+# Small and fast: 1000 + 500 trials x 500 neurons of 36 x 64 pixels train in about 30-40 s on one CPU core
+# (a strided first layer makes an 18 x 32 feature map; 12 channels; 30 epochs at most).
+CPU_FAST_CONFIG = {
+    **DEFAULT_CONFIG,
+    "core_channels": 12,
+    "input_kernel": 9,
+    "hidden_kernel": 3,
+    "input_stride": 2,
+    "max_epochs": 30,
+    "patience": 3,
+    "lr_decay_steps": 1,
+    "device": "cpu",
+}
+
+TIERS = ("train", "validation", "test", "oracle")
+DATA_FIELDS = ("images", "responses", "behavior", "pupil_center", "tiers")
+
+
+class PredictorDataError(ValueError):
+    """Bad training data or config: the message names the field and the fix."""
+
+
+# ---- helpers -------------------------------------------------------------------------------------------
+def correlation_per_neuron(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each column of two (n_trials, n_neurons) arrays -> (n_neurons,) float64.
+
+    A column with zero variance (in either input) gives 0, not NaN.
+    """
+    a, b = np.asarray(measured, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"correlation_per_neuron: fields 'measured' {a.shape} and 'predicted' {b.shape} must "
+                         "be 2-D arrays of the same shape. Fix: pass (n_trials, n_neurons) arrays")
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    denom = np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
+    num = (a * b).sum(axis=0)
+    out = np.zeros(a.shape[1])
+    ok = denom > 0
+    out[ok] = num[ok] / denom[ok]
+    return out
+
+
+def poisson_loss(rate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Poisson negative log-likelihood (without the log-factorial), mean over trials, sum over neurons."""
+    return (rate - target * torch.log(rate + eps)).sum(dim=1).mean()
+
+
+def resolve_config(config: dict | None) -> dict:
+    """DEFAULT_CONFIG updated with ``config``; unknown keys raise PredictorDataError."""
+    config = dict(config or {})
+    unknown = sorted(set(config) - set(DEFAULT_CONFIG))
+    if unknown:
+        raise PredictorDataError(f"predictor config: unknown keys {unknown}. Fix: use keys of DEFAULT_CONFIG: "
+                                 f"{sorted(DEFAULT_CONFIG)}")
+    cfg = {**DEFAULT_CONFIG, **config}
+    for key in ("batch_size", "max_epochs", "eval_batch_size"):
+        if int(cfg[key]) < 1:
+            raise PredictorDataError(f"predictor config: field '{key}' must be >= 1, got {cfg[key]}")
+    if cfg["readout_init"] not in ("receptive_field", "random"):
+        raise PredictorDataError(f"predictor config: field 'readout_init' must be 'receptive_field' or 'random', "
+                                 f"got {cfg['readout_init']!r}")
+    if cfg["lr"] <= 0 or not 0 < cfg["lr_decay_factor"] < 1:
+        raise PredictorDataError(f"predictor config: fields 'lr' ({cfg['lr']}) must be > 0 and 'lr_decay_factor' "
+                                 f"({cfg['lr_decay_factor']}) in (0, 1)")
+    return cfg
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; a CUDA device that is not available raises."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PredictorDataError(f"predictor config: field 'device' is {str(device)!r} but CUDA is not available. "
+                                 "Fix: use 'auto' or 'cpu'")
+    return device
+
+
+def validate_data(data: dict) -> dict:
+    """Check a training data dict; return its arrays as numpy (float32, tiers as str)."""
+    missing = [f for f in DATA_FIELDS if f not in data]
+    if missing:
+        raise PredictorDataError(f"predictor data: missing fields {missing}. Fix: pass a dict with {DATA_FIELDS}")
+    out = {f: np.asarray(data[f], dtype=np.float32) for f in DATA_FIELDS if f != "tiers"}
+    out["tiers"] = np.asarray(data["tiers"]).astype(str)
+    images, responses = out["images"], out["responses"]
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = out["images"] = images[:, 0]
+    if images.ndim != 3:
+        raise PredictorDataError(f"predictor data: field 'images' must be (n_trials, H, W), got {images.shape}. "
+                                 "Fix: pass one grayscale image per trial")
+    if responses.ndim != 2 or responses.shape[1] < 1:
+        raise PredictorDataError(f"predictor data: field 'responses' must be (n_trials, n_neurons), got "
+                                 f"{responses.shape}")
+    n = responses.shape[0]
+    expected = {"images": (n, *images.shape[1:]), "behavior": (n, 3), "pupil_center": (n, 2), "tiers": (n,)}
+    for name, shape in expected.items():
+        if out[name].shape != shape:
+            raise PredictorDataError(f"predictor data: field '{name}' has shape {out[name].shape}, expected "
+                                     f"{shape}. Fix: one row per trial ({n} trials in 'responses')")
+    for name in ("images", "responses", "behavior", "pupil_center"):
+        if not np.isfinite(out[name]).all():
+            raise PredictorDataError(f"predictor data: field '{name}' has NaN or infinite values. "
+                                     "Fix: drop or repair those trials")
+    if (responses < 0).any():
+        raise PredictorDataError(f"predictor data: field 'responses' has {int((responses < 0).sum())} negative "
+                                 "values; the Poisson loss needs responses >= 0. Fix: clip or shift them to >= 0")
+    bad = sorted(set(out["tiers"]) - set(TIERS))
+    if bad:
+        raise PredictorDataError(f"predictor data: field 'tiers' has unknown tiers {bad}. Fix: use {TIERS}")
+    for tier in ("train", "validation"):
+        if not (out["tiers"] == tier).any():
+            raise PredictorDataError(f"predictor data: field 'tiers' has no '{tier}' trials. Fix: mark some "
+                                     f"trials '{tier}' (training needs train and validation trials)")
+    if not np.isin(out["tiers"], ("oracle", "test")).any():
+        raise PredictorDataError("predictor data: field 'tiers' has no 'oracle' or 'test' trials. Fix: hold out "
+                                 "some trials to score the model (v in Eq 6)")
+    return out
+
+
+def heldout_tier(tiers: np.ndarray) -> str:
+    """'oracle' when there are oracle trials, else 'test'."""
+    return "oracle" if (np.asarray(tiers) == "oracle").any() else "test"
+
+
+# ---- prediction ----------------------------------------------------------------------------------------
+def _as_tensor(x, device) -> torch.Tensor | None:
+    return None if x is None else torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+
+
+@torch.no_grad()
+def predict(model: PredictiveModel, images: np.ndarray, behavior: np.ndarray | None = None,
+            pupil_center: np.ndarray | None = None, batch_size: int = 256) -> np.ndarray:
+    """Predicted rates (n_images, n_neurons) float32 for raw-pixel images (n_images, H, W).
+
+    behavior (n_images, 3) / pupil_center (n_images, 2): None holds them at their training means (Eq 6).
+    Puts the model in eval mode (readout at its mean positions, batch norm on running statistics).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    images = np.asarray(images, dtype=np.float32)
+    n = images.shape[0]
+    for name, x, width in (("behavior", behavior, 3), ("pupil_center", pupil_center, 2)):
+        if x is not None and np.shape(x) != (n, width):
+            raise ValueError(f"predict: field '{name}' must have shape ({n}, {width}), got {np.shape(x)}. "
+                             "Fix: one row per image, or None to hold it at its training mean")
+    out = np.empty((n, model.n_neurons), dtype=np.float32)
+    for start in range(0, n, batch_size):
+        sl = slice(start, start + batch_size)
+        rate = model(_as_tensor(images[sl], device),
+                     None if behavior is None else _as_tensor(behavior[sl], device),
+                     None if pupil_center is None else _as_tensor(pupil_center[sl], device))
+        out[sl] = rate.cpu().numpy()
+    return out
+
+
+def load_model(state_dict: dict, config: dict, n_neurons: int, image_shape: tuple[int, int],
+               device: str | torch.device = "cpu") -> PredictiveModel:
+    """Rebuild a trained model from its state_dict and config, in eval mode on ``device``."""
+    model = build_model(config, n_neurons, image_shape)
+    model.load_state_dict(state_dict)
+    return model.to(device).eval()
+
+
+# ---- training ------------------------------------------------------------------------------------------
+@dataclass
+class PredictorResult:
+    """A trained predictor. correlation: v_a, per-neuron held-out single-trial correlation (n_neurons,)."""
+
+    state_dict: dict
+    config: dict
+    curves: dict
+    correlation: np.ndarray
+    heldout_tier: str
+    best_epoch: int
+    n_epochs: int
+    wall_time: float
+    device: str
+    n_neurons: int
+    image_shape: tuple
+    best_val_correlation: float
+    mean_correlation: float = field(init=False)
+
+    def __post_init__(self):
+        self.mean_correlation = float(np.mean(self.correlation))
+
+    @property
+    def v(self) -> np.ndarray:
+        """Alias of ``correlation`` in the notation of Eq 6."""
+        return self.correlation
+
+    def summary(self) -> dict:
+        """Plain-number summary: mean held-out and best validation correlation, epochs, time, device."""
+        return {"mean_correlation": self.mean_correlation, "best_val_correlation": self.best_val_correlation,
+                "heldout_tier": self.heldout_tier, "best_epoch": self.best_epoch, "n_epochs": self.n_epochs,
+                "wall_time": self.wall_time, "device": self.device}
+
+    def model(self, device: str | torch.device = "cpu") -> PredictiveModel:
+        """The trained model, rebuilt from the state_dict."""
+        return load_model(self.state_dict, self.config, self.n_neurons, self.image_shape, device)
+
+
+def _evaluate(model: PredictiveModel, t: dict, idx: np.ndarray, batch_size: int) -> np.ndarray:
+    """Per-neuron correlation on trials ``idx`` with their own behaviour and eye position."""
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for start in range(0, len(idx), batch_size):
+            i = torch.as_tensor(idx[start:start + batch_size], device=t["images"].device)
+            preds.append(model(t["images"][i], t["behavior"][i], t["pupil_center"][i]).cpu().numpy())
+    return correlation_per_neuron(t["responses_np"][idx], np.concatenate(preds))
+
+
+def _train_epoch(model, optimizer, t: dict, train_idx: torch.Tensor, batch_size: int,
+                 generator: torch.Generator) -> float:
+    """One pass over the training trials in a seeded random order; returns the mean batch loss."""
+    model.train()
+    order = train_idx[torch.randperm(len(train_idx), generator=generator)].to(t["images"].device)
+    scale = model.response_scale
+    total = 0.0
+    n_batches = math.ceil(len(order) / batch_size)
+    for b in range(n_batches):
+        i = order[b * batch_size:(b + 1) * batch_size]
+        rate = model(t["images"][i], t["behavior"][i], t["pupil_center"][i])
+        loss = poisson_loss(rate / scale, t["responses"][i] / scale) + model.regularizer()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach())
+    return total / n_batches
+
+
+def train_predictor(data: dict, config: dict | None = None, seed: int = 0, device: str | None = None,
+                    progress: bool = True) -> PredictorResult:
+    """Train a predictive model on one scan's trials (see the module docstring for ``data``).
+
+    config: overrides of DEFAULT_CONFIG; seed: fixes initialisation, batch order and readout sampling
+    (identical weights on CPU for the same seed); device: overrides config['device'].
+    The global torch RNG state is left as it was.
+    """
+    cfg = resolve_config(config)
+    arrays = validate_data(data)
+    dev = resolve_device(device if device is not None else cfg["device"])
+    tiers = arrays["tiers"]
+    train_mask = tiers == "train"
+    n_neurons, image_shape = arrays["responses"].shape[1], tuple(arrays["images"].shape[1:])
+    start_time = time.perf_counter()
+    cuda_devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        model = build_model(cfg, n_neurons, image_shape)
+        model.set_statistics(arrays["images"][train_mask], arrays["behavior"][train_mask],
+                             arrays["pupil_center"][train_mask], arrays["responses"][train_mask])
+        model.to(dev)
+        train_idx_np = np.flatnonzero(train_mask)
+        t = {name: torch.as_tensor(arrays[name], device=dev)
+             for name in ("images", "responses", "behavior", "pupil_center")}
+        if cfg["readout_init"] == "receptive_field":
+            model.initialize_positions(t["images"][train_idx_np], t["responses"][train_idx_np])
+        t["images"] = t["images"].unsqueeze(1)
+        t["responses_np"] = arrays["responses"]
+        train_idx = torch.as_tensor(train_idx_np)
+        val_idx = np.flatnonzero(tiers == "validation")
+        generator = torch.Generator().manual_seed(seed)
+        lr = float(cfg["lr"])
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+
+        curves = {"train_loss": [], "val_correlation": [], "lr": []}
+        best_val, best_epoch, best_state = -np.inf, 0, copy.deepcopy(model.state_dict())
+        bad_epochs, decays, epoch = 0, 0, 0
+        bar = tqdm(range(1, int(cfg["max_epochs"]) + 1), desc=f"predictor seed={seed}", disable=not progress,
+                   leave=False)
+        for epoch in bar:
+            loss = _train_epoch(model, optimizer, t, train_idx, int(cfg["batch_size"]), generator)
+            val = float(_evaluate(model, t, val_idx, int(cfg["eval_batch_size"])).mean())
+            curves["train_loss"].append(loss)
+            curves["val_correlation"].append(val)
+            curves["lr"].append(lr)
+            bar.set_postfix(loss=f"{loss:.3f}", val_corr=f"{val:.3f}", lr=f"{lr:.1e}")
+            if val > best_val + float(cfg["tolerance"]):
+                best_val, best_epoch, best_state = val, epoch, copy.deepcopy(model.state_dict())
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+            if bad_epochs >= int(cfg["patience"]):
+                if decays >= int(cfg["lr_decay_steps"]):
+                    break
+                decays, bad_epochs = decays + 1, 0
+                model.load_state_dict(best_state)
+                lr *= float(cfg["lr_decay_factor"])
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+        bar.close()
+        model.load_state_dict(best_state)
+        tier = heldout_tier(tiers)
+        correlation = _evaluate(model, t, np.flatnonzero(tiers == tier), int(cfg["eval_batch_size"]))
+    return PredictorResult(
+        state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        config=cfg, curves=curves, correlation=correlation, heldout_tier=tier, best_epoch=best_epoch,
+        n_epochs=epoch, wall_time=time.perf_counter() - start_time, device=str(dev), n_neurons=n_neurons,
+        image_shape=image_shape, best_val_correlation=float(best_val))

@@ -1,0 +1,227 @@
+"""robustness: how each trained classifier stands up to noise, corruptions and minimal adversarial perturbations.
+
+NoiseRobustness (Fig 4), CorruptionRobustness (CIFAR-10-C style), Adversarial (per attack: per-sample minimal
+perturbations and the queries-vs-size curve, Fig 5), RobustnessScore (the Schott et al. per-sample minimum over
+every attack, and its median), BrainLikeness (the classifier's similarity vs a neural target).
+"""
+
+from __future__ import annotations
+
+import datajoint as dj
+import numpy as np
+
+from pipeline.classifier import brain_likeness as bl
+from pipeline.classifier import tasks
+from pipeline.robustness import attacks, corruptions, noise, scores
+from pipeline.settings import load_settings
+
+from . import classifier, codecs, recording, target  # noqa: F401
+from .paramset import ParamSet
+
+schema = dj.Schema()
+POPULATE_ORDER = ("NoiseRobustness", "CorruptionRobustness", "Adversarial", "RobustnessScore", "BrainLikeness")
+THRESHOLDS = {"Linf": 8 / 255, "L2": 0.5, "L1": 10.0, "L0": 12.0}  # RobustBench's Linf and L2; L1, L0 for reference
+
+
+def test_samples(key: dict, n_samples: int | None, seed: int):
+    """(indices, x (n, 1, 32, 32), y) of the classifier's test set: a seeded subset, the same for every model."""
+    task = tasks.load_task(key["task"], root=load_settings().data_dir)
+    idx = attacks.select_samples(len(task.test_y), n_samples, seed)
+    return idx, task.test_x[idx], task.test_y[idx]
+
+
+@schema
+class NoiseConfig(ParamSet, dj.Manual):
+    definition = """
+    noise_hash : char(32)
+    ---
+    noise_name : varchar(64)
+    params : <blob>                 # {'stds': [...], 'n_samples': int or None (all), 'seed': int}
+    unique index (noise_name)
+    """
+    hash_attr, name_attr = "noise_hash", "noise_name"
+
+
+@schema
+class NoiseRobustness(dj.Computed):
+    definition = """
+    # Fig 4: accuracy under additive Gaussian noise (pixels in [0, 1], clipped); one noise draw for all models
+    -> classifier.TrainedClassifier
+    -> NoiseConfig
+    ---
+    stds : <ndarray>                # (k,)
+    accuracy : <ndarray>            # (k,)
+    n_samples : int32
+    """
+
+    def make(self, key):
+        params = NoiseConfig.params_of(key)
+        _, x, y = test_samples(key, params.get("n_samples"), params["seed"])
+        acc = noise.noise_accuracy(classifier.load_trained(key), x, y, params["stds"], params["seed"])
+        self.insert1(dict(key, stds=np.asarray(params["stds"], np.float32), accuracy=np.asarray(acc, np.float32),
+                          n_samples=len(y)))
+
+
+@schema
+class CorruptionConfig(ParamSet, dj.Manual):
+    definition = """
+    corruption_hash : char(32)
+    ---
+    corruption_name : varchar(64)
+    params : <blob>                 # {'corruptions': [...], 'severities': [...], 'n_samples', 'seed'}
+    unique index (corruption_name)
+    """
+    hash_attr, name_attr = "corruption_hash", "corruption_name"
+
+
+@schema
+class CorruptionRobustness(dj.Computed):
+    definition = """
+    # accuracy under CIFAR-10-C style corruptions of the grayscale test images
+    -> classifier.TrainedClassifier
+    -> CorruptionConfig
+    ---
+    mean_accuracy : float32         # over every corruption and severity
+    n_samples : int32
+    """
+
+    class Score(dj.Part):
+        definition = """
+        -> master
+        corruption : varchar(32)
+        severity : int8
+        ---
+        accuracy : float32
+        """
+
+    def make(self, key):
+        params = CorruptionConfig.params_of(key)
+        _, x, y = test_samples(key, params.get("n_samples"), params["seed"])
+        acc = corruptions.corruption_accuracy(classifier.load_trained(key), x, y, params["corruptions"],
+                                              params["severities"], params["seed"])
+        self.insert1(dict(key, mean_accuracy=float(np.mean(list(acc.values()))), n_samples=len(y)))
+        self.Score.insert(dict(key, corruption=name, severity=int(sev), accuracy=float(a))
+                          for (name, sev), a in acc.items())
+
+
+@schema
+class AttackConfig(ParamSet, dj.Manual):
+    definition = """
+    attack_hash : char(32)
+    ---
+    attack_name : varchar(64)
+    norm : enum('L0', 'L1', 'L2', 'Linf')
+    params : <blob>                 # pipeline.robustness.attacks config: attack, sweep, repeats, samples, seed
+    unique index (attack_name)
+    """
+    hash_attr, name_attr = "attack_hash", "attack_name"
+
+    @classmethod
+    def insert_attack(cls, name: str, params: dict) -> dict:
+        params = attacks.parse_attack_config(params)  # a bad config fails here, not in a worker
+        return cls.insert_params(name, params, norm=params["norm"])
+
+
+@schema
+class Adversarial(dj.Computed):
+    definition = """
+    # the smallest perturbation of each sample that flips the label, over one attack's sweep (re-verified)
+    -> classifier.TrainedClassifier
+    -> AttackConfig
+    ---
+    sample_idx : <ndarray>          # (n,) test-set indices
+    distances : <ndarray>           # (n,) 0: already misclassified; inf: every run failed
+    median : float32
+    success_rate : float32
+    queries_curve : <ndarray>       # (k, 2): model queries per sample, median perturbation so far (Fig 5)
+    wall_time : float32             # s
+    """
+
+    def make(self, key):
+        params = AttackConfig.params_of(key)
+        idx, x, y = test_samples(key, params.get("n_samples"), params["seed"])
+        result = attacks.minimal_perturbations(classifier.load_trained(key), x, y,
+                                               {**params, "n_samples": None}, keep_adversarials=False)
+        self.insert1(dict(key, sample_idx=idx[result.indices], distances=result.distances.astype(np.float32),
+                          median=float(scores.median_perturbation(result.distances)),
+                          success_rate=float(np.mean(result.success)),
+                          queries_curve=np.asarray(result.queries_curve, np.float32).reshape(-1, 2),
+                          wall_time=float(result.wall_time)))
+
+
+@schema
+class RobustnessScore(dj.Computed):
+    definition = """
+    # per norm: the per-sample minimum over every Adversarial row of the classifier, and its median
+    -> classifier.TrainedClassifier
+    """
+
+    class Norm(dj.Part):
+        definition = """
+        -> master
+        norm : enum('L0', 'L1', 'L2', 'Linf')
+        ---
+        median : float32                # the score: median over samples of the minimal perturbation
+        robust_accuracy : float32       # fraction of samples whose minimal perturbation exceeds the threshold
+        threshold : float32
+        n_attacks : int32
+        sample_idx : <ndarray>
+        distances : <ndarray>           # (n,) per-sample minimum over attacks
+        """
+
+    @property
+    def key_source(self):  # classifiers with every configured attack done
+        n_attacks = len(AttackConfig())
+        return classifier.TrainedClassifier.proj() & (
+            classifier.TrainedClassifier.aggr(Adversarial, n="count(*)") & f"n = {n_attacks}")
+
+    def make(self, key):
+        self.insert1(key)
+        rows = (Adversarial * AttackConfig & key).to_dicts()
+        for norm in sorted({r["norm"] for r in rows}):
+            runs = [r for r in rows if r["norm"] == norm]
+            idx, distances = scores.join_distances([(r["sample_idx"], r["distances"]) for r in runs])
+            best = scores.combine_minimal(distances)
+            self.Norm.insert1(dict(key, norm=norm, median=float(scores.median_perturbation(best)),
+                                   robust_accuracy=float(scores.robust_accuracy(best, THRESHOLDS[norm])),
+                                   threshold=THRESHOLDS[norm], n_attacks=len(runs), sample_idx=idx,
+                                   distances=best.astype(np.float32)))
+
+
+@schema
+class BrainLikeness(dj.Computed):
+    definition = """
+    # correlation of the classifier's similarity (Eq 9-10) with a neural target, on the held-out images
+    -> classifier.TrainedClassifier
+    -> target.Target
+    ---
+    correlation : float32           # Pearson, off-diagonal entries, gamma-weighted layers (uniform if None)
+    n_images : int32
+    """
+
+    class Layer(dj.Part):
+        definition = """
+        -> master
+        layer : varchar(16)
+        ---
+        correlation : float32
+        """
+
+    @property
+    def key_source(self):
+        neural = target.Target * target.TargetConfig & "kind in ('neural-model', 'neural-data')"
+        return classifier.TrainedClassifier.proj() * neural.proj()
+
+    def make(self, key):
+        image_set, image_ids, heldout, S = (target.Target & key).fetch1("image_set", "image_ids", "heldout",
+                                                                        "similarity")
+        keep = heldout.astype(bool)
+        _, stimuli = recording.load_images(image_set, image_ids[keep])
+        per_layer = bl.layer_similarities(classifier.load_trained(key), stimuli)
+        gamma = dict(zip(*(classifier.TrainedClassifier.LayerWeight & key).to_arrays("layer", "gamma")))
+        used = {k: v for k, v in per_layer.items() if not gamma or k in gamma}
+        S_held = S[np.ix_(keep, keep)]
+        self.insert1(dict(key, correlation=bl.similarity_correlation(bl.combined_similarity(used, gamma), S_held),
+                          n_images=int(keep.sum())))
+        self.Layer.insert(dict(key, layer=k, correlation=bl.similarity_correlation(v, S_held))
+                          for k, v in per_layer.items())
