@@ -289,4 +289,6 @@ def connect(settings: Settings | None = None, start: bool = True):
         dj.config["database.user"] = creds.user
         dj.config["database.password"] = creds.password
         dj.config["display.limit"] = 12
+        # job tables declare with native integer types and DataJoint warns about each; nothing to act on
+        dj.logger.setLevel("ERROR")
         return dj.conn(reset=True)

@@ -108,7 +108,7 @@ def run(report_dir: str | None = "reports/demo", config: dict = DEMO) -> None:
     robustness_configs(config)
     _populate(workflow, ("NoiseRobustness", "CorruptionRobustness", "Adversarial", "RobustnessScore",
                          "BrainLikeness"))
-    from .report.summary import summary_table
+    from .report.build import summary_table
 
     print()
     print(summary_table(regs, config))

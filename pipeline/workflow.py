@@ -104,7 +104,7 @@ def status(names=()) -> list[dict]:
     """Per table: rows done, keys to do, jobs reserved and failed, and the last error of a failed key."""
     rows = []
     for table in _select(names):
-        total, remaining = table.progress()
+        remaining, _total = table.progress()
         row = {"table": f"{table.__module__.split('.')[-1]}.{table.__name__}", "done": len(table()),
                "to_do": remaining, "reserved": 0, "failed": 0, "last_error": None, "failed_key": None}
         jobs = table.jobs

@@ -130,5 +130,6 @@ class ModelSimilarity(dj.Computed):
         _, pixels = recording.load_images(image_set, image_ids)
         predicted = predictor_train.predict(load_trained(key), pixels)
         v = (TrainedPredictor.Unit * recording.Scan.Unit & key).to_arrays("correlation", order_by="unit_index")
-        S = sim.model_similarity(predicted, oracle.snr_weights(key), v)
+        # a neuron the model predicts worse than chance (v < 0) carries no denoised signal: weight 0, not |v|
+        S = sim.model_similarity(predicted, oracle.snr_weights(key), np.clip(v, 0, None))
         self.insert1(dict(key, image_ids=image_ids, similarity=S))

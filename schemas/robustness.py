@@ -7,6 +7,8 @@ every attack, and its median), BrainLikeness (the classifier's similarity vs a n
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import datajoint as dj
 import numpy as np
 
@@ -172,16 +174,16 @@ class RobustnessScore(dj.Computed):
     @property
     def key_source(self):  # classifiers with every configured attack done
         n_attacks = len(AttackConfig())
-        return classifier.TrainedClassifier.proj() & (
-            classifier.TrainedClassifier.aggr(Adversarial, n="count(*)") & f"n = {n_attacks}")
+        done = classifier.TrainedClassifier.proj().aggr(Adversarial.proj(), n="count(*)")
+        return classifier.TrainedClassifier.proj() & (done & f"n = {n_attacks}").proj()
 
     def make(self, key):
         self.insert1(key)
         rows = (Adversarial * AttackConfig & key).to_dicts()
         for norm in sorted({r["norm"] for r in rows}):
             runs = [r for r in rows if r["norm"] == norm]
-            idx, distances = scores.join_distances([(r["sample_idx"], r["distances"]) for r in runs])
-            best = scores.combine_minimal(distances)
+            idx, best = scores.minimal_over_attacks(
+                [SimpleNamespace(indices=r["sample_idx"], distances=r["distances"], norm=norm) for r in runs])
             self.Norm.insert1(dict(key, norm=norm, median=float(scores.median_perturbation(best)),
                                    robust_accuracy=float(scores.robust_accuracy(best, THRESHOLDS[norm])),
                                    threshold=THRESHOLDS[norm], n_attacks=len(runs), sample_idx=idx,

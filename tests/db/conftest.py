@@ -9,6 +9,9 @@ import secrets
 
 import pytest
 
+from pipeline import demo, workflow
+from pipeline.predictor.train import CPU_FAST_CONFIG
+
 import schemas
 from pipeline.database import PrivateServer, connect
 from pipeline.settings import load_settings
@@ -47,3 +50,53 @@ def row_counts(db):
         return result
 
     return counts
+
+
+# The whole pipeline on a tiny simulated data set, populated once per test session.
+TINY = {
+    **demo.DEMO,
+    "scans": dict(n_scans=2, n_neurons=80, n_images=240, n_oracle_images=12, n_repeats=4, seed=21),
+    "scan_group": "tiny",
+    "predictor": ("tiny-cpu", {**CPU_FAST_CONFIG, "max_epochs": 4}),
+    "train": ("tiny-cpu", {"preset": "cpu-test"}),
+    "seeds": (0,),
+    "noise": ("tiny", {"stds": [0.0, 0.3, 0.6], "n_samples": 120, "seed": 0}),
+    "corruption": ("tiny", {"corruptions": ["gaussian_noise", "contrast"], "severities": [1, 5],
+                            "n_samples": 40, "seed": 0}),
+}
+ATTACKS = {
+    "tiny-L2-ddn": {"attack": "ddn", "norm": "L2", "sweep": {"steps": [10, 30]}, "n_samples": 8, "batch_size": 8,
+                    "seed": 0},
+    "tiny-L2-fmn": {"attack": "fmn", "norm": "L2", "sweep": {"steps": [20]}, "n_samples": 8, "batch_size": 8,
+                    "seed": 0},
+    "tiny-Linf-pgd": {"attack": "pgd", "norm": "Linf", "sweep": {"steps": [10], "rel_stepsize": [0.3]},
+                      "n_samples": 8, "batch_size": 8, "seed": 0, "search": {"eps_min": 1e-3, "steps": 6}},
+}
+
+
+@pytest.fixture(scope="session")
+def populated(db, tmp_path_factory, monkeypatch_module):
+    from schemas import robustness
+
+    monkeypatch_module.setenv("NEURALREG_HOME", str(tmp_path_factory.mktemp("home")))
+    demo.setup(TINY)
+    workflow.populate(("OracleStats", "OracleSimilarity", "DataSimilarity", "Stability", "TrainedPredictor",
+                       "ModelSimilarity"), progress=False, suppress_errors=False)
+    hashes = demo.targets(TINY)
+    workflow.populate(("Target",), progress=False, suppress_errors=False)
+    regs = demo.classifiers(hashes, TINY)
+    workflow.populate(("TrainedClassifier",), progress=False, suppress_errors=False)
+    robustness.NoiseConfig.insert_params(*TINY["noise"])
+    robustness.CorruptionConfig.insert_params(*TINY["corruption"])
+    for name, params in ATTACKS.items():
+        robustness.AttackConfig.insert_attack(name, params)
+    workflow.populate(("NoiseRobustness", "CorruptionRobustness", "Adversarial", "RobustnessScore",
+                       "BrainLikeness"), progress=False, suppress_errors=False)
+    return {"targets": hashes, "regulariser": regs}
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()

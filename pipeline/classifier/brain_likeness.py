@@ -1,0 +1,50 @@
+"""How brain-like a classifier's representation is: its own similarity (Eq 9-10) against a neural target.
+
+Measured on images the classifier was not regularised with (the target's held-out images), so a regularised
+network cannot score by having memorised its target entries.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from pipeline.neural.similarity import population_similarity
+
+from .resnet import LAYER_NAMES
+
+
+def layer_similarities(model, stimuli: np.ndarray, layers: Sequence[str] = LAYER_NAMES,
+                       batch_size: int = 128) -> dict[str, np.ndarray]:
+    """Eq 9 per layer: {layer: (n, n) float32} for stimuli (n, H, W) in [0, 255].
+
+    f^k_i is the flattened feature map of image i at layer k, centred by its mean over the n images (Eq 9's
+    fbar^k), then cosine similarity: exactly Eq 2 applied to the features, hence population_similarity.
+    """
+    x = torch.as_tensor(np.asarray(stimuli, np.float32) / 255.0)[:, None]
+    feats: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            out = model.features(x[start:start + batch_size], layers)
+            for layer in layers:
+                feats[layer].append(out[layer].flatten(1).numpy())
+    return {layer: population_similarity(np.concatenate(f)) for layer, f in feats.items()}
+
+
+def combined_similarity(per_layer: Mapping[str, np.ndarray], gamma: Mapping[str, float] | None) -> np.ndarray:
+    """Eq 10: sum_k gamma_k S^k; without gamma (an unregularised net) the uniform weights gamma starts from."""
+    layers = list(per_layer)
+    weights = np.array([gamma[k] for k in layers]) if gamma else np.full(len(layers), 1 / len(layers))
+    return sum(w * per_layer[k] for w, k in zip(weights, layers)).astype(np.float32)
+
+
+def similarity_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of the off-diagonal entries (i < j) of two (n, n) similarity matrices."""
+    iu = np.triu_indices(a.shape[0], k=1)
+    x, y = a[iu].astype(np.float64), b[iu].astype(np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    denom = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / denom) if denom > 0 else 0.0

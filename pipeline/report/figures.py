@@ -1,0 +1,570 @@
+"""The paper's figures and tables from plain arrays and DataFrames (no database).
+
+Every figure function returns a :class:`matplotlib.figure.Figure` built with the object-oriented API
+(``Figure()``, never ``pyplot``): nothing global changes, no backend needs selecting (``savefig`` renders
+PNG with Agg by itself), no GUI window opens, and nothing stays registered in pyplot to leak memory. So it
+is safe on a headless worker and inside a notebook whose backend must not be switched. :func:`save` writes
+the PNG.
+
+Inputs (the contract with the code that queries the tables). ``regulariser`` is the condition's display
+name; the names 'None', 'Shuffle', 'Pixel', 'VGG', 'Neural (data)', 'Neural' get fixed colours and this
+order, any other name a colour from a cycle after them. ``seed`` is any hashable. One row per key:
+
+===========================  =====================================================================
+function                     DataFrame columns (key columns first)
+===========================  =====================================================================
+fig4_noise                   regulariser, seed, std, accuracy (fraction correct, in [0, 1])
+fig5_queries                 regulariser, seed, attack, norm, queries (model queries per attacked
+                             sample, > 0), median (median minimal perturbation, pixels in [0, 1])
+fig6_alpha                   regulariser, alpha, seed, norm, median
+table1_layer_weights         regulariser, seed, layer, gamma (softmax layer weight, >= 0)
+corruption_table             regulariser, seed, corruption, severity, accuracy (in [0, 1])
+===========================  =====================================================================
+
+Fig 1 takes numpy arrays: see :func:`fig1_similarity` and :func:`fig1_stability`.
+Bad input raises :class:`ReportInputError` (a ValueError) naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy.sparse.linalg import eigsh
+
+from .stats import ReportInputError, require_columns, require_unique, summary_with_spread
+
+__all__ = ["REGULARISER_COLORS", "REGULARISER_ORDER", "regulariser_colors", "order_regularisers",
+           "fig1_similarity", "stability_histograms", "fig1_stability", "fig4_noise", "fig5_queries",
+           "fig6_alpha", "table1_layer_weights", "corruption_table", "save", "offdiag_pearson"]
+
+REGULARISER_ORDER = ("None", "Shuffle", "Pixel", "VGG", "Neural (data)", "Neural")
+REGULARISER_COLORS = {
+    "None": "#404040",
+    "Shuffle": "#9467bd",
+    "Pixel": "#8c564b",
+    "VGG": "#2ca02c",
+    "Neural (data)": "#1f77b4",
+    "Neural": "#d62728",
+    "Neural (model)": "#d62728",  # the paper's other name for 'Neural'
+}
+# colours for any other regulariser name, cycled in order of appearance
+_OTHER_COLORS = ("#ff7f0e", "#17becf", "#e377c2", "#bcbd22", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a")
+NORM_ORDER = ("L0", "L1", "L2", "Linf")
+_LINESTYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+SIMILARITY_CMAP = "RdBu_r"
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+def order_regularisers(names) -> list:
+    """Distinct names: the canonical ones (REGULARISER_ORDER) first in that order, then the rest sorted."""
+    distinct = list(dict.fromkeys(names))
+    canon = [n for n in REGULARISER_ORDER if n in distinct]
+    return canon + sorted((n for n in distinct if n not in canon), key=str)
+
+
+def regulariser_colors(names) -> dict:
+    """{name: colour}: fixed colours for the known names, others cycled over a second palette."""
+    out, k = {}, 0
+    for n in order_regularisers(names):
+        if n in REGULARISER_COLORS:
+            out[n] = REGULARISER_COLORS[n]
+        else:
+            out[n] = _OTHER_COLORS[k % len(_OTHER_COLORS)]
+            k += 1
+    return out
+
+
+def _natural_key(value):
+    """Sort key putting 'conv5' before 'conv13' and numbers in numeric order."""
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return (0, float(value), ())
+    parts = re.split(r"(\d+)", str(value))
+    return (1, 0.0, tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts))
+
+
+def _order_norms(norms) -> list:
+    distinct = list(dict.fromkeys(norms))
+    return [n for n in NORM_ORDER if n in distinct] + sorted((n for n in distinct if n not in NORM_ORDER), key=str)
+
+
+def _check_range(df: pd.DataFrame, column: str, lo: float, hi: float, name: str, fix: str) -> None:
+    v = pd.to_numeric(df[column]).to_numpy(dtype=np.float64)
+    bad = (v < lo) | (v > hi)
+    if bad.any():
+        raise ReportInputError(f"'{name}': column '{column}' has {int(bad.sum())} value(s) outside "
+                               f"[{lo}, {hi}] (e.g. {v[bad][0]!r}). Fix: {fix}")
+
+
+def _n_seeds(n) -> str:
+    """'n = 5 seeds', or 'n = 3-5 seeds' when points rest on different numbers of seeds."""
+    lo, hi = int(np.min(n)), int(np.max(n))
+    return f"n = {lo} seeds" if lo == hi else f"n = {lo}-{hi} seeds"
+
+
+def _errorbar(ax, x, mean, sem, color, label, gid):
+    """Mean line with +-SEM bars (no caps, so ax.lines holds exactly one line per call)."""
+    container = ax.errorbar(x, mean, yerr=sem, color=color, marker="o", markersize=4, capsize=0,
+                            elinewidth=1.2, linewidth=1.6, label=label)
+    container.lines[0].set_gid(gid)
+    return container
+
+
+# ------------------------------------------------------------------------------------- Fig 1: similarity
+
+def _as_similarity(x, name: str) -> np.ndarray:
+    S = np.asarray(x)
+    if S.ndim != 2 or S.shape[0] != S.shape[1] or S.shape[0] < 3:
+        raise ReportInputError(f"'{name}': expected a square (n, n) similarity matrix with n >= 3, got shape "
+                               f"{S.shape}. Fix: pass the full matrix over the images")
+    if not np.issubdtype(S.dtype, np.number) or not np.isfinite(S).all():
+        raise ReportInputError(f"'{name}': non-numeric, NaN or infinite entries. Fix: recompute the matrix")
+    return S
+
+
+def _check_scans(scans) -> list[dict]:
+    if not isinstance(scans, (list, tuple)) or not scans:
+        raise ReportInputError("'scans': expected a non-empty list of dicts {label, data, model, oracle?}")
+    out = []
+    for k, s in enumerate(scans):
+        if not isinstance(s, dict) or not {"label", "data", "model"} <= set(s):
+            raise ReportInputError(f"'scans[{k}]': expected a dict with keys 'label', 'data', 'model' "
+                                   f"(and optionally 'oracle'), got {type(s).__name__} "
+                                   f"{sorted(s) if isinstance(s, dict) else ''}")
+        unknown = set(s) - {"label", "data", "model", "oracle"}
+        if unknown:
+            raise ReportInputError(f"'scans[{k}]': unknown key(s) {sorted(unknown)}. Fix: use label, data, "
+                                   "model, oracle")
+        data = _as_similarity(s["data"], f"scans[{k}].data")
+        model = _as_similarity(s["model"], f"scans[{k}].model")
+        if data.shape != model.shape:
+            raise ReportInputError(f"'scans[{k}]': data {data.shape} and model {model.shape} differ in shape. "
+                                   "Fix: compute both over the same images in the same order")
+        oracle = s.get("oracle")
+        oracle = None if oracle is None else _as_similarity(oracle, f"scans[{k}].oracle")
+        out.append({"label": str(s["label"]), "data": data, "model": model, "oracle": oracle})
+    return out
+
+
+def leading_eigenvector_order(S: np.ndarray) -> np.ndarray:
+    """Permutation (n,) sorting images by the leading eigenvector of the symmetric matrix S (n, n).
+
+    Images with similar loadings on the dominant mode end up next to each other, so block structure shows.
+    Sign fixed so the eigenvector sums to >= 0 (deterministic order). Lanczos (eigsh) for large n: a full
+    eigendecomposition of a 5000 x 5000 matrix costs seconds, one eigenvector milliseconds.
+    """
+    A = np.asarray(S, dtype=np.float64)
+    A = 0.5 * (A + A.T)
+    n = A.shape[0]
+    if n <= 200:
+        v = np.linalg.eigh(A)[1][:, -1]
+    else:
+        v = eigsh(A, k=1, which="LA", v0=np.ones(n))[1][:, 0]
+    if v.sum() < 0:
+        v = -v
+    return np.argsort(v, kind="stable")
+
+
+def _pool(S: np.ndarray, max_display: int) -> np.ndarray:
+    """Block means of S (n, n) on a grid of at most max_display x max_display, NaN entries ignored.
+
+    Drawing a 5000 x 5000 image at screen size would alias; averaging blocks is a faithful downsample.
+    """
+    n = S.shape[0]
+    if n <= max_display:
+        return S
+    starts = np.linspace(0, n, max_display + 1).round().astype(int)[:-1]
+    finite = np.isfinite(S)
+    sums = np.add.reduceat(np.add.reduceat(np.where(finite, S, 0.0), starts, axis=0), starts, axis=1)
+    counts = np.add.reduceat(np.add.reduceat(finite.astype(np.float64), starts, axis=0), starts, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _display(S: np.ndarray, order: np.ndarray, max_display: int) -> np.ndarray:
+    """S reordered, diagonal masked (NaN: it is 1 or a reliability, not a pair similarity), pooled."""
+    D = S[np.ix_(order, order)].astype(np.float64)
+    np.fill_diagonal(D, np.nan)
+    return _pool(D, max_display)
+
+
+def offdiag_pearson(x: np.ndarray, y: np.ndarray, block: int = 1024) -> float:
+    """Pearson r between the off-diagonal entries of two (n, n) matrices (all n(n-1) of them).
+
+    For symmetric matrices this equals r over the upper triangle. Accumulated in float64 row blocks, so no
+    n^2 float64 copy is made (5000 x 5000: 200 MB per copy).
+    """
+    n = x.shape[0]
+    m = np.zeros(5)
+    for start in range(0, n, block):  # row blocks, not pairs
+        xb = x[start:start + block].astype(np.float64)
+        yb = y[start:start + block].astype(np.float64)
+        rows = np.arange(xb.shape[0])
+        xb[rows, start + rows] = 0.0
+        yb[rows, start + rows] = 0.0
+        m += (xb.sum(), yb.sum(), np.einsum("ij,ij->", xb, xb), np.einsum("ij,ij->", yb, yb),
+              np.einsum("ij,ij->", xb, yb))
+    count = n * (n - 1)
+    mx, my = m[0] / count, m[1] / count
+    vx, vy, cxy = m[2] / count - mx * mx, m[3] / count - my * my, m[4] / count - mx * my
+    if vx <= 0 or vy <= 0:
+        return float("nan")
+    return float(cxy / np.sqrt(vx * vy))
+
+
+def _sample_pairs(n: int, max_points: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays (i, j), i < j: all pairs if few, else max_points drawn uniformly (with replacement)."""
+    if n * (n - 1) // 2 <= max_points:
+        return np.triu_indices(n, 1)
+    i = rng.integers(0, n, size=2 * max_points)
+    j = rng.integers(0, n, size=2 * max_points)
+    keep = i != j
+    i, j = i[keep][:max_points], j[keep][:max_points]
+    return np.minimum(i, j), np.maximum(i, j)
+
+
+def fig1_similarity(scans: Sequence[dict], *, max_display: int = 400, max_points: int = 4000,
+                    quantile: float = 0.99, seed: int = 0) -> Figure:
+    """Fig 1: data and model similarity matrices of each scan and how well they agree.
+
+    scans: list of dicts, one per scan (a row of the figure):
+      ``label`` (str), ``data`` (n, n) Eq 2 single-trial similarity, ``model`` (n, n) Eq 6 model similarity
+      over the same n images in the same order, ``oracle`` (m, m) Eq 3 oracle similarity (optional).
+    Columns: S^data, S^model (one shared, symmetric colour scale over every matrix panel: +- the ``quantile``
+    of |off-diagonal| entries; diagonal masked), scatter of model vs data off-diagonal entries with Pearson r
+    over ALL pairs (at most ``max_points`` pairs drawn, seeded by ``seed``), and S^oracle if any scan has one.
+    Images are sorted by the leading eigenvector of the first scan's model matrix; a scan with a different
+    n (other images) uses its own model matrix's order. Matrices larger than ``max_display`` are shown as
+    block means. Axes: n_scans x (3 or 4) panels plus one colour bar.
+    """
+    scans = _check_scans(scans)
+    rng = np.random.default_rng(seed)
+    has_oracle = any(s["oracle"] is not None for s in scans)
+    ncols = 4 if has_oracle else 3
+    shared = leading_eigenvector_order(scans[0]["model"])
+    n0 = scans[0]["model"].shape[0]
+
+    shown = []  # per scan: (data image, model image, oracle image or None, own_order?)
+    for s in scans:
+        n = s["model"].shape[0]
+        order = shared if n == n0 else leading_eigenvector_order(s["model"])
+        oracle = None
+        if s["oracle"] is not None:
+            oracle = _display(s["oracle"], leading_eigenvector_order(s["oracle"]), max_display)
+        shown.append((_display(s["data"], order, max_display), _display(s["model"], order, max_display),
+                      oracle, n != n0))
+    values = np.concatenate([np.abs(a[np.isfinite(a)]) for row in shown for a in row[:3] if a is not None])
+    vmax = float(np.quantile(values, quantile)) if values.size else 1.0
+    vmax = vmax if vmax > 0 else 1.0
+
+    fig = Figure(figsize=(3.6 * ncols, 3.3 * len(scans) + 0.6), layout="constrained")
+    axes = fig.subplots(len(scans), ncols, squeeze=False)
+    image = None
+    for row, (s, (d_img, m_img, o_img, own)) in enumerate(zip(scans, shown)):
+        n = s["data"].shape[0]
+        pooled = f", {d_img.shape[0]}x{d_img.shape[0]} block means" if d_img.shape[0] < n else ""
+        order_note = "own order" if own else "shared order"
+        for col, (img, name) in enumerate(((d_img, r"$S^{\mathrm{data}}$ (single trials)"),
+                                           (m_img, r"$S^{\mathrm{model}}$ (predicted)"))):
+            ax = axes[row, col]
+            image = ax.imshow(img, cmap=SIMILARITY_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest",
+                              extent=(-0.5, n - 0.5, n - 0.5, -0.5))
+            ax.set_title(f"{s['label']}: {name}\n{n} images{pooled}", fontsize=9)
+            ax.set_xlabel(f"image rank (leading eigenvector, {order_note})", fontsize=8)
+            ax.set_ylabel("image rank", fontsize=8)
+        ax = axes[row, 2]
+        i, j = _sample_pairs(n, max_points, rng)
+        ax.scatter(s["data"][i, j], s["model"][i, j], s=3, alpha=0.35, color="#1f77b4", rasterized=True,
+                   label=f"{len(i)} of {n * (n - 1) // 2} pairs")
+        r = offdiag_pearson(s["data"], s["model"])
+        ax.text(0.04, 0.95, f"Pearson r = {r:.3f}\n(all {n * (n - 1) // 2} pairs)", transform=ax.transAxes,
+                va="top", fontsize=9, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+        ax.set_title(f"{s['label']}: model vs data similarity", fontsize=9)
+        ax.set_xlabel(r"$S^{\mathrm{data}}_{ij}$ (cosine, dimensionless)", fontsize=8)
+        ax.set_ylabel(r"$S^{\mathrm{model}}_{ij}$ (cosine)", fontsize=8)
+        ax.legend(loc="lower right", fontsize=7, markerscale=3)
+        if has_oracle:
+            ax = axes[row, 3]
+            if o_img is None:
+                ax.axis("off")
+                ax.text(0.5, 0.5, "no oracle images", ha="center", va="center", transform=ax.transAxes)
+            else:
+                m = s["oracle"].shape[0]
+                image = ax.imshow(o_img, cmap=SIMILARITY_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest",
+                                  extent=(-0.5, m - 0.5, m - 0.5, -0.5))
+                rel = float(np.mean(np.diag(s["oracle"])))
+                ax.set_title(f"{s['label']}: " r"$S^{\mathrm{oracle}}$" f" ({m} repeated images)\n"
+                             f"mean diagonal (repeat reliability) = {rel:.3f}", fontsize=9)
+                ax.set_xlabel("oracle image rank (own leading eigenvector)", fontsize=8)
+                ax.set_ylabel("oracle image rank", fontsize=8)
+    matrix_axes = [a for a in axes[:, [0, 1] + ([3] if has_oracle else [])].ravel() if a.images]
+    fig.colorbar(image, ax=matrix_axes, shrink=0.8,
+                 label="similarity (cosine, dimensionless; diagonal masked)")
+    fig.suptitle("Fig 1: representational similarity of single-trial data vs the predictive model, per scan")
+    return fig
+
+
+# -------------------------------------------------------------------------------------- Fig 1C: stability
+
+def stability_histograms(scan_values, repeat_values, n_bins: int = 80, quantile: float = 0.999):
+    """Shared bins for Fig 1C. scan_values, repeat_values: 1-D fluctuations (Eq 4, Eq 5), dimensionless.
+
+    Returns (bin_edges (n_bins + 1,), scan_hist (n_bins,), repeat_hist (n_bins,), scan_width, repeat_width):
+    counts on symmetric edges covering the ``quantile`` of |values| of both sets; widths are the standard
+    deviations (ddof = 0). Values outside the edges are not counted.
+    """
+    a = np.asarray(scan_values, dtype=np.float64).ravel()
+    b = np.asarray(repeat_values, dtype=np.float64).ravel()
+    for x, name in ((a, "scan_values"), (b, "repeat_values")):
+        if x.size < 2 or not np.isfinite(x).all():
+            raise ReportInputError(f"'{name}': need >= 2 finite fluctuations, got {x.size} "
+                                   f"({int((~np.isfinite(x)).sum())} non-finite). Fix: pass Eq 4 / Eq 5 values")
+    lim = float(np.quantile(np.abs(np.concatenate([a, b])), quantile)) or 1.0
+    edges = np.linspace(-lim, lim, n_bins + 1)
+    return edges, np.histogram(a, edges)[0], np.histogram(b, edges)[0], float(a.std()), float(b.std())
+
+
+def _density(hist, edges: np.ndarray, name: str) -> np.ndarray:
+    h = np.asarray(hist, dtype=np.float64)
+    if h.shape != (edges.size - 1,) or not np.isfinite(h).all() or (h < 0).any():
+        raise ReportInputError(f"'{name}': expected {edges.size - 1} finite non-negative values (one per bin), "
+                               f"got shape {h.shape}. Fix: histogram over bin_edges")
+    area = float((h * np.diff(edges)).sum())
+    if area <= 0:
+        raise ReportInputError(f"'{name}': the histogram is empty. Fix: pass fluctuations inside bin_edges")
+    return h / area
+
+
+def fig1_stability(bin_edges, scan_hist, repeat_hist, scan_width: float, repeat_width: float, *,
+                   width_name: str = "sd") -> Figure:
+    """Fig 1C: distribution of dS^scan (Eq 4, across scans) vs dS^rep (Eq 5, across repeats).
+
+    bin_edges: (k + 1,) increasing; scan_hist, repeat_hist: (k,) counts or densities over those bins (both
+    are normalised to unit area, so densities pass unchanged); scan_width, repeat_width: the widths (e.g.
+    sd; named by ``width_name``) shown in the legend. One axes, two step patches (scan, repeat).
+    """
+    edges = np.asarray(bin_edges, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or not np.isfinite(edges).all() or (np.diff(edges) <= 0).any():
+        raise ReportInputError("'bin_edges': expected a 1-D strictly increasing array of >= 2 finite edges. "
+                               "Fix: pass the edges used for both histograms")
+    ws = {}
+    for w, name in ((scan_width, "scan_width"), (repeat_width, "repeat_width")):
+        ws[name] = float(w)
+        if not np.isfinite(ws[name]) or ws[name] < 0:
+            raise ReportInputError(f"'{name}': expected a finite width >= 0, got {w!r}")
+    scan_d = _density(scan_hist, edges, "scan_hist")
+    rep_d = _density(repeat_hist, edges, "repeat_hist")
+
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.stairs(rep_d, edges, color="#7f7f7f", fill=True, alpha=0.45,
+              label=r"$\Delta S^{\mathrm{rep}}$ across repeats, " f"{width_name} = {ws['repeat_width']:.3g}")
+    ax.stairs(scan_d, edges, color="#d62728", linewidth=2.0,
+              label=r"$\Delta S^{\mathrm{scan}}$ across scans, " f"{width_name} = {ws['scan_width']:.3g}")
+    ax.set_xlabel(r"similarity fluctuation $\Delta S$ (cosine, dimensionless)")
+    ax.set_ylabel(r"probability density (per unit $\Delta S$)")
+    ratio = ws["repeat_width"] / ws["scan_width"] if ws["scan_width"] > 0 else float("inf")
+    ax.set_title("Fig 1C: oracle similarity fluctuation across scans vs across repeats\n"
+                 f"width ratio repeats / scans = {ratio:.3g}", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------ Fig 4: noise
+
+def fig4_noise(df: pd.DataFrame) -> Figure:
+    """Fig 4: test accuracy vs Gaussian noise std, one line per regulariser, mean +- SEM over seeds.
+
+    df columns: regulariser, seed, std (noise std, pixels in [0, 1]), accuracy (fraction correct, [0, 1]);
+    one row per (regulariser, seed, std). One axes; ax.lines holds one line per regulariser (gid = its name,
+    data = the means), the SEM bars are LineCollections in ax.collections (none where n = 1).
+    """
+    require_columns(df, ["regulariser", "seed", "std", "accuracy"], "df", numeric=["std", "accuracy"])
+    require_unique(df, ["regulariser", "seed", "std"], "df")
+    _check_range(df, "accuracy", 0.0, 1.0, "df", "pass the fraction correct (divide percentages by 100)")
+    summ = summary_with_spread(df, "accuracy", ["regulariser", "std"])
+    colors = regulariser_colors(df["regulariser"])
+
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    for reg, color in colors.items():
+        s = summ[summ["regulariser"] == reg].sort_values("std")
+        _errorbar(ax, s["std"].to_numpy(), s["mean"].to_numpy(), s["sem"].to_numpy(), color,
+                  f"{reg} ({_n_seeds(s['n'])})", reg)
+    ax.set_xlabel("Gaussian noise std (pixel intensity, images in [0, 1])")
+    ax.set_ylabel("test accuracy (fraction correct)")
+    ax.set_title("Fig 4: accuracy under additive Gaussian noise\n(mean ± SEM over seeds)", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------- Fig 5: queries
+
+def mean_step_curve(df: pd.DataFrame, x: str = "queries", y: str = "median", by: str = "seed"):
+    """Mean over ``by`` groups (seeds) of best-so-far curves sampled at different x (queries).
+
+    Each group's curve is a step function: its value at q is the y of its last point with x <= q (the best
+    found within q queries). The mean is taken on the union of all x from the largest first x on (where
+    every group is defined). Returns (x (k,), mean y (k,)) float64.
+    """
+    curves = [(g[x].to_numpy(np.float64), g[y].to_numpy(np.float64))
+              for _, g in df.sort_values(x).groupby(by, sort=False)]
+    start = max(c[0][0] for c in curves)
+    grid = np.unique(np.concatenate([c[0] for c in curves]))
+    grid = grid[grid >= start]
+    values = [yy[np.searchsorted(xx, grid, side="right") - 1] for xx, yy in curves]  # one per seed
+    return grid, np.mean(values, axis=0)
+
+
+def fig5_queries(df: pd.DataFrame) -> Figure:
+    """Fig 5: median minimal perturbation vs model queries per sample, one panel per norm.
+
+    df columns: regulariser, seed, attack, norm, queries (> 0, cumulative model queries per attacked sample),
+    median (median over samples of the best perturbation found so far; pixels in [0, 1]); one row per
+    (regulariser, seed, attack, norm, queries). One line per attack x regulariser: the mean over seeds of
+    their step curves (:func:`mean_step_curve`); colour = regulariser, line style = attack; log x.
+    """
+    cols = ["regulariser", "seed", "attack", "norm", "queries", "median"]
+    require_columns(df, cols, "df", numeric=["queries", "median"])
+    require_unique(df, cols[:5], "df")
+    _check_range(df, "queries", np.nextafter(0, 1), np.inf, "df", "queries must be > 0 (log axis)")
+    _check_range(df, "median", 0.0, np.inf, "df", "perturbation sizes are >= 0")
+    colors = regulariser_colors(df["regulariser"])
+    attacks = sorted(pd.unique(df["attack"]), key=str)
+    norms = _order_norms(df["norm"])
+
+    fig = Figure(figsize=(4.8 * len(norms), 4.4), layout="constrained")
+    axes = fig.subplots(1, len(norms), squeeze=False)[0]
+    for ax, norm in zip(axes, norms):
+        d = df[df["norm"] == norm]
+        for a_k, attack in enumerate(attacks):
+            for reg, color in colors.items():
+                g = d[(d["attack"] == attack) & (d["regulariser"] == reg)]
+                if g.empty:
+                    continue
+                q, m = mean_step_curve(g)
+                n_seeds = g["seed"].nunique()
+                line, = ax.plot(q, m, color=color, linestyle=_LINESTYLES[a_k % len(_LINESTYLES)],
+                                marker=_MARKERS[a_k % len(_MARKERS)], markersize=3, linewidth=1.5,
+                                label=f"{reg}, {attack} (n = {n_seeds})")
+                line.set_gid(f"{norm}|{attack}|{reg}")
+        ax.set_xscale("log")
+        ax.set_xlabel("model queries per sample (log scale)")
+        ax.set_ylabel(f"median minimal {norm} perturbation\n(pixel intensity, images in [0, 1])")
+        ax.set_title(f"{norm}", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle("Fig 5: median minimal adversarial perturbation vs model queries (mean over seeds; "
+                 "higher = more robust)", fontsize=10)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------ Fig 6: alpha
+
+def _alpha_scale(ax, alphas: np.ndarray) -> None:
+    """log if every alpha > 0 and they span >= a decade; symlog if 0 is among widely spread alphas."""
+    pos = alphas[alphas > 0]
+    if pos.size >= 2 and pos.max() / pos.min() >= 10:
+        if (alphas <= 0).any():
+            ax.set_xscale("symlog", linthresh=float(pos.min()))
+        else:
+            ax.set_xscale("log")
+
+
+def fig6_alpha(df: pd.DataFrame) -> Figure | None:
+    """Fig 6: median minimal perturbation vs the similarity-loss weight alpha, one panel per norm.
+
+    df columns: regulariser, alpha (>= 0), seed, norm, median; one row per (regulariser, alpha, seed, norm).
+    One line per regulariser, mean +- SEM over seeds. Returns None when df holds fewer than 2 distinct
+    alphas (no sweep to show).
+    """
+    require_columns(df, ["regulariser", "alpha", "seed", "norm", "median"], "df", numeric=["alpha", "median"])
+    require_unique(df, ["regulariser", "alpha", "seed", "norm"], "df")
+    _check_range(df, "alpha", 0.0, np.inf, "df", "alpha is a loss weight >= 0")
+    alphas = np.unique(pd.to_numeric(df["alpha"]).to_numpy(np.float64))
+    if alphas.size < 2:
+        return None
+    colors = regulariser_colors(df["regulariser"])
+    norms = _order_norms(df["norm"])
+
+    fig = Figure(figsize=(4.8 * len(norms), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(norms), squeeze=False)[0]
+    for ax, norm in zip(axes, norms):
+        summ = summary_with_spread(df[df["norm"] == norm], "median", ["regulariser", "alpha"])
+        for reg, color in colors.items():
+            s = summ[summ["regulariser"] == reg].sort_values("alpha")
+            if s.empty:
+                continue
+            _errorbar(ax, s["alpha"].to_numpy(), s["mean"].to_numpy(), s["sem"].to_numpy(), color,
+                      f"{reg} ({_n_seeds(s['n'])})", f"{norm}|{reg}")
+        _alpha_scale(ax, alphas)
+        ax.set_xlabel(r"similarity loss weight $\alpha$ (Eq 7, dimensionless)")
+        ax.set_ylabel(f"median minimal {norm} perturbation\n(pixel intensity, images in [0, 1])")
+        ax.set_title(f"{norm}", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle(r"Fig 6: robustness vs regularisation strength $\alpha$ (mean ± SEM over seeds)", fontsize=10)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+def table1_layer_weights(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: mean over seeds of the final layer weight gamma (Eq 10), regulariser x layer.
+
+    df columns: regulariser, seed, layer, gamma (>= 0); one row per (regulariser, seed, layer).
+    Returns a DataFrame: index 'regulariser' (canonical order), columns the layers (natural order, so
+    'conv5' before 'conv13'), values mean gamma (NaN where a regulariser has no such layer).
+    """
+    require_columns(df, ["regulariser", "seed", "layer", "gamma"], "df", numeric=["gamma"])
+    require_unique(df, ["regulariser", "seed", "layer"], "df")
+    _check_range(df, "gamma", 0.0, np.inf, "df", "gamma is a softmax weight >= 0")
+    x = df.assign(gamma=pd.to_numeric(df["gamma"]).astype(np.float64))
+    table = x.pivot_table(index="regulariser", columns="layer", values="gamma", aggfunc="mean")
+    table = table.reindex(index=order_regularisers(df["regulariser"]),
+                          columns=sorted(pd.unique(df["layer"]), key=_natural_key))
+    table.index.name, table.columns.name = "regulariser", "layer"
+    return table
+
+
+def corruption_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean accuracy under common corruptions: rows regulariser, columns corruption (+ 'mean').
+
+    df columns: regulariser, seed, corruption, severity, accuracy ([0, 1]); one row per
+    (regulariser, seed, corruption, severity). Each corruption column is the mean over seeds and severities;
+    'mean' is the mean of the corruption columns (each corruption weighted equally). Corruption columns in
+    order of first appearance.
+    """
+    require_columns(df, ["regulariser", "seed", "corruption", "severity", "accuracy"], "df",
+                    numeric=["accuracy"])
+    require_unique(df, ["regulariser", "seed", "corruption", "severity"], "df")
+    _check_range(df, "accuracy", 0.0, 1.0, "df", "pass the fraction correct (divide percentages by 100)")
+    x = df.assign(accuracy=pd.to_numeric(df["accuracy"]).astype(np.float64))
+    table = x.pivot_table(index="regulariser", columns="corruption", values="accuracy", aggfunc="mean")
+    table = table.reindex(index=order_regularisers(df["regulariser"]), columns=list(pd.unique(df["corruption"])))
+    table["mean"] = table.mean(axis=1, skipna=False)
+    table.index.name, table.columns.name = "regulariser", "corruption"
+    return table
+
+
+# -------------------------------------------------------------------------------------------------- save
+
+def save(fig: Figure, path, dpi: int = 110) -> Path:
+    """Write ``fig`` as PNG to ``path`` (parents created) at ``dpi``, then close it. Returns the Path."""
+    if not isinstance(fig, Figure):
+        raise ReportInputError(f"'fig': expected a matplotlib Figure, got {type(fig).__name__}")
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ReportInputError(f"'path': {path} does not end in .png. Fix: name the file *.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, format="png")
+    pyplot = sys.modules.get("matplotlib.pyplot")  # only a pyplot-made figure is registered anywhere
+    if pyplot is not None:
+        pyplot.close(fig)
+    fig.clear()
+    return path
