@@ -37,7 +37,9 @@ numpy state afterwards. Not thread-safe (global RNG).
 
 from __future__ import annotations
 
+import hashlib
 import zlib
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -149,6 +151,33 @@ def corrupt_images(x: np.ndarray, name: str, severity: int, seed: int, *, first_
     return out
 
 
+class _CorruptedCache:
+    """Corrupted test images of this process, reused across models.
+
+    Every model under one corruption config sees the same corrupted images (same seed), and the library
+    corrupts one image per Python call (~1-5 ms each), so a worker scoring many classifiers would otherwise
+    redo identical work for each. Bounded by bytes; the oldest entries go first.
+    """
+
+    def __init__(self, max_bytes: int = 512 * 2**20):
+        self.max_bytes, self.entries = max_bytes, OrderedDict()
+
+    def get(self, x: np.ndarray, name: str, severity: int, seed: int, first_index: int, n_total: int) -> np.ndarray:
+        key = (hashlib.sha1(np.ascontiguousarray(x).view(np.uint8).data).hexdigest(), x.shape, name, severity,
+               seed, first_index, n_total)
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return self.entries[key]
+        out = corrupt_images(x, name, severity, seed, first_index=first_index, n_total=n_total)
+        self.entries[key] = out
+        while sum(v.nbytes for v in self.entries.values()) > self.max_bytes and len(self.entries) > 1:
+            self.entries.popitem(last=False)
+        return out
+
+
+_CACHE = _CorruptedCache()
+
+
 def corruption_accuracy(
     model: torch.nn.Module,
     x: np.ndarray,
@@ -188,7 +217,7 @@ def corruption_accuracy(
         for s in severities:
             correct = 0
             for start in range(0, len(x), batch_size):
-                xc = corrupt_images(x[start:start + batch_size], name, s, seed, first_index=start, n_total=len(x))
+                xc = _CACHE.get(x[start:start + batch_size], name, s, seed, start, len(x))
                 pred = predict_labels(model, xc, batch_size=batch_size, device=dev)
                 correct += int((pred == y[start:start + batch_size]).sum())
             result[(name, s)] = correct / len(x)

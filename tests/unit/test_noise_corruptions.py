@@ -185,3 +185,15 @@ def test_corruptions_reject_bad_input(model, digits32):
         corruption_accuracy(model, x[:2], y[:2], ["rain"], [1])
     with pytest.raises(RobustnessInputError, match="severity"):
         corruption_accuracy(model, x[:2], y[:2], ["fog"], [6])
+
+
+def test_corrupted_images_are_reused_across_models_and_equal_a_fresh_corruption():
+    from pipeline.robustness import corruptions
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, (6, 1, 32, 32)).astype(np.float32)
+    cache = corruptions._CorruptedCache()
+    first = cache.get(x, "gaussian_noise", 3, 7, 0, 6)
+    assert cache.get(x, "gaussian_noise", 3, 7, 0, 6) is first  # served from the cache
+    np.testing.assert_array_equal(first, corruptions.corrupt_images(x, "gaussian_noise", 3, 7))
+    assert cache.get(x, "gaussian_noise", 3, 8, 0, 6) is not first  # another seed is another entry
