@@ -126,6 +126,33 @@ def _demo(args) -> int:
     return 0
 
 
+def _group(args) -> int:
+    from schemas import activate, oracle, recording
+
+    activate()
+    scans = recording.Scan & ([{"animal_id": a} for a in args.animal] if args.animal else {})
+    key = oracle.ScanGroup.create(args.name, scans.keys(), args.description)
+    print(f"scan group {key['scan_group']}: {len(oracle.ScanGroup.Member & key)} scans")
+    return 0
+
+
+def _setup_paper(args) -> int:
+    from schemas import activate, target
+
+    from .paper import enter_training, setup_paper
+
+    activate()
+    summary = setup_paper(args.scan_group, task=args.task, arch=args.arch, seeds=args.seeds, alphas=args.alphas,
+                          vgg_weights=args.vgg_weights)
+    missing = [h for h in summary["targets"].values() if not target.Target & {"target_hash": h}]
+    if missing:
+        print(f"entered the paper's configurations; {len(missing)} target(s) are not computed yet.\n"
+              "Next: neural-reg populate (or start workers), then run this command again to enter the classifiers.")
+        return 0
+    print(f"entered {enter_training(summary)} classifiers to train; start workers: neural-reg worker")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neural-reg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0)
     for p in (ft, sim):
         p.set_defaults(func=_ingest)
+
+    grp = sub.add_parser("group", help="a scan group: scans whose similarities are averaged into a target")
+    grp.add_argument("name")
+    grp.add_argument("--animal", action="append", help="only scans of this animal (repeatable; default: all)")
+    grp.add_argument("--description", default="")
+    grp.set_defaults(func=_group)
+
+    paper = sub.add_parser("setup-paper", help="enter the paper's full-scale configurations (for GPU workers)")
+    paper.add_argument("--scan-group", required=True)
+    paper.add_argument("--task", default="cifar10-gray")
+    paper.add_argument("--arch", default="resnet18")
+    paper.add_argument("--seeds", type=int, default=5)
+    paper.add_argument("--alphas", type=float, nargs="+", default=[20.0])
+    paper.add_argument("--vgg-weights", help="torchvision vgg19-dcbb9e9d.pth, for the VGG control target")
+    paper.set_defaults(func=_setup_paper)
 
     pop = sub.add_parser("populate", help="compute what is missing, in dependency order")
     pop.add_argument("tables", nargs="*", help="tables to populate (default: all), e.g. OracleStats Target")

@@ -2,7 +2,8 @@
 
 DataJoint's ``dj.config`` rejects unknown keys, so neural-reg keeps its settings here, read from (first wins):
 
-1. environment variables: ``NEURALREG_PREFIX``, ``NEURALREG_HOME``, ``NEURALREG_DATA``, and DataJoint's own
+1. environment variables: ``NEURALREG_PREFIX``, ``NEURALREG_HOME``, ``NEURALREG_DATA``,
+   ``NEURALREG_CHECKPOINTS``, and DataJoint's own
    ``DJ_HOST`` / ``DJ_USER`` / ``DJ_PASS`` / ``DJ_PORT`` for a shared server;
 2. a JSON config file: ``$NEURALREG_CONFIG`` or ``./neural-reg.json``, e.g.
    ``{"prefix": "alice", "data_dir": "/data/neural-reg", "database": {"host": "db.lab", "user": "alice"}}``
@@ -42,7 +43,8 @@ class Settings:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.home / "checkpoints"
+        """Where training runs keep their per-epoch checkpoints: $NEURALREG_CHECKPOINTS or <home>/checkpoints."""
+        return Path(os.environ.get("NEURALREG_CHECKPOINTS") or self.home / "checkpoints").expanduser()
 
 
 def _read_config_file() -> tuple[dict, Path | None]:

@@ -78,7 +78,7 @@ ATTACKS = {
 def populated(db, tmp_path_factory, monkeypatch_module):
     from schemas import robustness
 
-    monkeypatch_module.setenv("NEURALREG_HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch_module.setenv("NEURALREG_CHECKPOINTS", str(tmp_path_factory.mktemp("checkpoints")))
     demo.setup(TINY)
     workflow.populate(("OracleStats", "OracleSimilarity", "DataSimilarity", "Stability", "TrainedPredictor",
                        "ModelSimilarity"), progress=False, suppress_errors=False)

@@ -53,16 +53,12 @@ def kernel_name(tmp_path_factory):
 
 
 def kernel_env(prefix: str) -> dict:
-    """The kernel's environment: this process's (NEURALREG_HOME as the fixture set it), the test prefix, and the
-    server this session is connected to, handed over as a shared server.
-
-    The `populated` fixture points NEURALREG_HOME at a fresh directory (for checkpoints) after connecting, so a
-    kernel resolving the private server from NEURALREG_HOME would start a second, empty server there; DJ_HOST
-    and friends make it connect to the one the fixtures used instead.
-    """
+    """The kernel's environment: this process's, the test prefix, and the server this session is connected to,
+    handed over as a shared server (DJ_*), so the kernel reads exactly the database the fixtures filled whether
+    that is the private server or one named by DJ_HOST."""
     import datajoint as dj
 
-    env = dict(os.environ, NEURALREG_PREFIX=prefix, MPLBACKEND="Agg", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, NEURALREG_PREFIX=prefix, MPLBACKEND="Agg")
     env.update(DJ_HOST=str(dj.config["database.host"]), DJ_PORT=str(dj.config["database.port"]),
                DJ_USER=str(dj.config["database.user"]), DJ_PASS=str(dj.config["database.password"]))
     return env
