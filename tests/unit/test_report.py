@@ -212,6 +212,8 @@ def test_fig6_alpha_none_without_a_sweep_and_means_with_one():
             for r in ("Neural", "Pixel") for a in (1.0, 10.0, 100.0) for s in (0, 1, 2) for n in ("L2", "Linf")]
     df = pd.DataFrame(rows)
     assert F.fig6_alpha(df[df["alpha"] == 10.0]) is None
+    # one regularised strength beside the unregularised None (alpha 0) is no sweep either
+    assert F.fig6_alpha(pd.concat([df[df["alpha"] == 10.0], df[df["alpha"] == 1.0].assign(alpha=0.0)])) is None
     fig = F.fig6_alpha(df)
     assert len(fig.axes) == 2 and all(len(ax.lines) == 2 for ax in fig.axes)
     assert fig.axes[0].get_xscale() == "log"
