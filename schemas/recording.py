@@ -175,22 +175,18 @@ def ingest_scan(scan: ScanData, key: dict, image_set: str, source_format: str,
 def _images_to_insert(scan: ScanData, image_set: str) -> list[tuple[int, np.ndarray]]:
     """Images of the scan that the set lacks; an id the set already has must hold the same pixels."""
     ids = np.asarray(scan.image_ids)
-    known = set((Image & {"image_set": image_set}).to_arrays("image_id").tolist()) if ImageSet & {
-        "image_set": image_set} else set()
-    new = []
-    for k, image_id in enumerate(ids.tolist()):
-        if image_id not in known:
-            new.append((image_id, np.asarray(scan.images[k], np.float32)))
-    shared = [k for k, image_id in enumerate(ids.tolist()) if image_id in known]
-    if shared:
+    known = (Image & {"image_set": image_set}).to_arrays("image_id") if ImageSet & {"image_set": image_set} \
+        else np.array([], np.int64)
+    shared = np.isin(ids, known)
+    if shared.any():
         stored_ids, stored = load_images(image_set, ids[shared])
-        stored = dict(zip(stored_ids.tolist(), stored))
-        for k in shared:
-            if not np.allclose(stored[int(ids[k])], scan.images[k], atol=1e-3):
-                raise RecordingError(f"{scan.source}: field 'images': image {int(ids[k])} differs from the image "
-                                     f"with that id already in image set '{image_set}'. Fix: ingest under another "
-                                     "--image-set name, or correct the frame_image_id.")
-    return new
+        order = np.searchsorted(stored_ids, ids[shared])
+        differs = ~np.isclose(stored[order], scan.images[shared], atol=1e-3).all(axis=(1, 2))
+        if differs.any():
+            raise RecordingError(f"{scan.source}: field 'images': image {int(ids[shared][differs][0])} differs from "
+                                 f"the image with that id already in image set '{image_set}'. Fix: ingest under "
+                                 "another --image-set name, or correct the frame_image_id.")
+    return [(int(i), np.asarray(p, np.float32)) for i, p in zip(ids[~shared], scan.images[~shared])]
 
 
 def load_responses(key: dict) -> np.ndarray:
