@@ -95,3 +95,32 @@ def test_report_writes_figures_and_html(populated, tmp_path):
     table = summary_table()
     for label in ("None", "Shuffle", "Pixel", "Neural"):
         assert label in table
+
+
+def test_setup_paper_enters_the_full_scale_configuration(populated):
+    from pipeline.paper import enter_training, setup_paper
+    from pipeline.robustness.attacks import preset_configs
+    from schemas import classifier, predictor, robustness, target
+
+    summary = setup_paper("tiny", seeds=3, alphas=(20.0,))
+    try:
+        kinds = {label: (target.TargetConfig & {"target_hash": h}).fetch1("kind")
+                 for label, h in summary["targets"].items()}
+        assert kinds == {"Neural": "neural-model", "Shuffle": "shuffle", "Pixel": "pixel"}
+        # the same parameters are the same row: the Pixel control is the tiny group's existing one
+        assert (target.TargetConfig & {"target_hash": summary["targets"]["Pixel"]}).fetch1("target_name") == \
+            "tiny-pixel"
+        assert len(robustness.AttackConfig & "attack_name like 'paper-%'") == len(preset_configs("paper"))
+        assert classifier.TrainConfig.params_of(summary["train"]) == {"preset": "paper"}
+        # the neural target is not computed yet (the paper's predictor is not trained): no classifier is entered
+        assert not target.Target & {"target_hash": summary["targets"]["Neural"]}
+        with pytest.raises(Exception, match="not computed"):
+            enter_training(summary)
+    finally:
+        (target.TargetConfig & "target_name like 'paper-%'").delete(prompt=False)
+        (robustness.AttackConfig & "attack_name like 'paper-%'").delete(prompt=False)
+        for table, name in ((robustness.NoiseConfig, "noise_name"), (robustness.CorruptionConfig, "corruption_name"),
+                            (classifier.TrainConfig, "train_name"), (predictor.PredictorConfig, "predictor_name")):
+            (table & {name: "paper"}).delete(prompt=False)
+        (classifier.Seed & "classifier_seed > 1").delete(prompt=False)
+    assert next(r for r in workflow.status(("RobustnessScore",)))["to_do"] == 0
