@@ -103,6 +103,12 @@ def run(report_dir: str | None = "reports/demo", config: dict = DEMO) -> None:
     start = time.time()
     print("== recordings")
     setup(config)
+    from schemas import recording
+
+    for scan in recording.Scan.to_dicts():
+        oracle_trials = len(recording.Trial & scan & "tier = 'oracle'")
+        print(f"   scan {scan['animal_id']}-{scan['session']}-{scan['scan_idx']}: {scan['n_neurons']} neurons, "
+              f"{scan['n_trials']} trials ({oracle_trials} oracle), images '{scan['image_set']}'")
     print("== oracle statistics, predictors, neural similarity")
     _populate(workflow, ("OracleStats", "OracleSimilarity", "DataSimilarity", "Stability", "TrainedPredictor",
                          "ModelSimilarity"))
