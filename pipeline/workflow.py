@@ -107,8 +107,11 @@ def status(names=()) -> list[dict]:
         remaining, _total = table.progress()
         row = {"table": f"{table.__module__.split('.')[-1]}.{table.__name__}", "done": len(table()),
                "to_do": remaining, "reserved": 0, "failed": 0, "last_error": None, "failed_key": None}
-        jobs = table.jobs
-        if jobs.is_declared:
+        try:
+            jobs = table.jobs  # declares the job table on first access
+        except Exception:  # e.g. an analyst's read-only account: no job table, so no jobs to report
+            jobs = None
+        if jobs is not None and jobs.is_declared:
             counts = jobs.progress()
             row["reserved"], row["failed"] = counts.get("reserved", 0), counts.get("error", 0)
             if row["failed"]:
