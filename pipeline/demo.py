@@ -37,7 +37,7 @@ DEMO = {
 
 def setup(config: dict = DEMO) -> dict:
     """Enter the demo's recordings and configurations (idempotent); return the keys the summary needs."""
-    from schemas import classifier, oracle, predictor, recording, robustness, target
+    from schemas import oracle, predictor, recording
 
     from .workflow import ingest_simulated
 

@@ -14,7 +14,6 @@ from pipeline.predictor.core import DenseCore, laplace_penalty
 from pipeline.predictor.model import build_model
 from pipeline.predictor.modulator import Modulator
 from pipeline.predictor.readout import GaussianReadout, PointReadout, receptive_field_positions
-from pipeline.predictor.shifter import Shifter
 from pipeline.predictor.train import (CPU_FAST_CONFIG, DEFAULT_CONFIG, PredictorDataError, correlation_per_neuron,
                                       load_model, predict, train_predictor)
 
