@@ -226,11 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     from .database import DatabaseError
     from .recording.scan_data import RecordingError
     from .settings import SettingsError
+    from .workflow import WorkflowError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RecordingError, DatabaseError, SettingsError) as err:
+    except (RecordingError, DatabaseError, SettingsError, WorkflowError) as err:
         print(f"neural-reg: error: {err}", file=sys.stderr)
         return 2
 

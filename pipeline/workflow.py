@@ -10,6 +10,10 @@ from pathlib import Path
 
 from .recording.scan_data import RecordingError
 
+class WorkflowError(ValueError):
+    """A request the pipeline cannot act on (e.g. an unknown table name); the message says the fix."""
+
+
 SENSORIUM_NAME = re.compile(r"static(\d+)-(\d+)-(\d+)")
 
 
@@ -77,7 +81,7 @@ def _select(names) -> list:
     by_name.update({f"{t.__module__.split('.')[-1]}.{t.__name__}".lower(): t for t in tables})
     unknown = [n for n in names if n.lower() not in by_name]
     if unknown:
-        raise ValueError(f"unknown table(s) {unknown}. Fix: choose from {[t.__name__ for t in tables]}")
+        raise WorkflowError(f"unknown table(s) {unknown}. Fix: choose from {[t.__name__ for t in tables]}")
     chosen = {by_name[n.lower()] for n in names}
     return [t for t in tables if t in chosen]
 

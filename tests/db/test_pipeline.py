@@ -124,3 +124,17 @@ def test_setup_paper_enters_the_full_scale_configuration(populated):
             (table & {name: "paper"}).delete(prompt=False)
         (classifier.Seed & "classifier_seed > 1").delete(prompt=False)
     assert next(r for r in workflow.status(("RobustnessScore",)))["to_do"] == 0
+
+
+def test_command_line_status_populate_and_worker(populated, db, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    monkeypatch.setenv("NEURALREG_PREFIX", db)
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "robustness.RobustnessScore" in out and "oracle.OracleStats" in out
+    assert main(["populate", "OracleStats", "Target"]) == 0
+    assert "OracleStats: 0 computed" in capsys.readouterr().out  # nothing computed twice
+    assert main(["worker", "--once", "--max-calls", "1"]) == 0
+    assert main(["populate", "NoSuchTable"]) == 2
+    assert "unknown table" in capsys.readouterr().err
