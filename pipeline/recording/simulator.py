@@ -242,7 +242,8 @@ class ModelV1:
     """A population of Gabor-like model neurons of one mouse's V1 (one scan's worth).
 
     rate = baseline + amplitude * gain(behaviour) * f(drive(image seen through the eye)), where
-    drive is the Gabor projection (simple) or quadrature energy (complex), standardised (z) over natural
+    drive is the Gabor projection (simple) or quadrature energy (complex), divided by sigma + the image's
+    RMS contrast (divisive normalisation; ``normalization=0`` turns it off), standardised (z) over natural
     images; f = g / (1 + g / saturation) with g = relu(z - threshold) ** exponent (rectifying, expansive
     near threshold, saturating for strong drive), normalised to mean 1 over natural images;
     gain = exp(beta_running * z_running + beta_pupil * z_pupil).
@@ -253,7 +254,7 @@ class ModelV1:
     def __init__(self, n_neurons: int, seed: int = 0, *, complex_fraction: float = 0.5,
                  snr_range: tuple[float, float] = (0.05, 5.0), wavelength_range: tuple[float, float] = (7.0, 24.0),
                  eye_shift_scale: float = 0.5, shared_noise_std: float = 0.15, rf_scatter: float = 5.0,
-                 latent_dims: int = 4, latent_std: float = 0.4,
+                 latent_dims: int = 4, latent_std: float = 0.4, normalization: float = 1.0,
                  shape: tuple[int, int] = IMAGE_SHAPE):
         if n_neurons < 1:
             raise ValueError(f"ModelV1: field 'n_neurons' must be >= 1, got {n_neurons}. Fix: pass a positive count")
@@ -291,6 +292,13 @@ class ModelV1:
 
         # calibration on natural images: standardise drives, normalise f, then set Fano factors from the SNR
         calib = natural_image_crops(256, _stream(0, 7), shape)
+        # divisive contrast normalisation (Heeger 1992; Carandini & Heeger 2012): each drive is divided by
+        # sigma + the image's RMS contrast, half-saturating at sigma = median natural-image contrast / normalization
+        # (normalization 0: none). Without it, image contrast alone dominates the population's similarity.
+        self.normalization = float(normalization)
+        self._contrast_sigma = None
+        if self.normalization > 0:
+            self._contrast_sigma = np.float32(np.median(self._contrast(calib)) / self.normalization)
         d = self._drive(calib)
         self._drive_mean, self._drive_std = d.mean(0), np.maximum(d.std(0), 1e-6)
         self._f_norm = np.float32(1.0)
@@ -306,12 +314,22 @@ class ModelV1:
     def n_neurons(self) -> int:
         return int(self.center.shape[0])
 
+    @staticmethod
+    def _contrast(images: np.ndarray) -> np.ndarray:
+        """(n, 1) RMS contrast of (n, H, W) images, in the drive's pixel units."""
+        x = np.asarray(images, np.float32).reshape(len(images), -1) / PIXEL_SCALE
+        return x.std(axis=1, keepdims=True)
+
     def _drive(self, images: np.ndarray) -> np.ndarray:
-        """(n, n_neurons) float32: Gabor projection (simple) or quadrature energy (complex) of (n, H, W) images."""
+        """(n, n_neurons) float32: Gabor projection (simple) or quadrature energy (complex) of (n, H, W) images,
+        divided by the contrast-normalisation pool when normalisation is on."""
         x = (np.asarray(images, np.float32).reshape(len(images), -1) - PIXEL_MEAN) / PIXEL_SCALE
         d = x @ self.filters_even  # (n, n_neurons): images @ filters, one matrix product
         q = x @ self.filters_odd
         d[:, self.is_complex] = np.sqrt(d[:, self.is_complex] ** 2 + q ** 2)
+        if self._contrast_sigma is not None:
+            d *= (self._contrast_sigma * self.normalization + self._contrast_sigma) / (
+                self._contrast_sigma + self._contrast(images))
         return d
 
     def _nonlinearity(self, drive: np.ndarray) -> np.ndarray:

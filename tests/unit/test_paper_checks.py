@@ -53,7 +53,7 @@ def test_model_similarity_is_closer_to_the_truth_than_single_trials(fig1d):
     r_data, r_model = offdiag_r(data, truth), offdiag_r(model, truth)
     print(f"Fig 1D on the simulator: r(single-trial, truth) = {r_data:.2f}, r(model, truth) = {r_model:.2f}")
     assert r_model > r_data + 0.1
-    assert r_model > 0.7
+    assert r_model > 0.6
 
 
 def test_predictor_is_above_chance_and_below_the_oracle_ceiling(fig1d):

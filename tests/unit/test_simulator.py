@@ -228,3 +228,16 @@ def test_bad_arguments_raise_naming_the_field():
         simulate_scans(n_neurons=0)
     with pytest.raises(ValueError, match="images"):
         ModelV1(3).rates(np.zeros((2, 10, 10)))
+
+
+def test_contrast_normalisation_weakens_the_pull_of_image_contrast():
+    from pipeline.recording.simulator import ModelV1, natural_image_crops
+
+    images = natural_image_crops(300, np.random.default_rng(5))
+    contrast = images.reshape(len(images), -1).std(1)
+    r = {}
+    for norm in (0.0, 1.0):
+        rates = ModelV1(200, seed=3, normalization=norm).rates(images)
+        r[norm] = np.corrcoef(rates.mean(1), contrast)[0, 1]
+    # without normalisation the population's mean rate follows image contrast closely; with it, much less
+    assert r[0.0] > 0.6 and r[1.0] < r[0.0] - 0.1, r  # measured: 0.82 vs 0.65
