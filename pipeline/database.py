@@ -197,7 +197,7 @@ class PrivateServer:
     def _initialise(self, binary: Path) -> None:
         self.datadir.mkdir(parents=True, exist_ok=True)
         installer = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
-        if installer and "mariadb" in binary.name or installer and _is_mariadb(binary):
+        if installer and ("mariadb" in binary.name or _is_mariadb(binary)):
             cmd = [installer, f"--defaults-file={self.cnf}", "--auth-root-authentication-method=normal",
                    "--skip-test-db"]
         else:  # MySQL 5.7+ / 8

@@ -35,8 +35,8 @@ DEMO = {
 }
 
 
-def setup(config: dict = DEMO) -> dict:
-    """Enter the demo's recordings and configurations (idempotent); return the keys the summary needs."""
+def setup(config: dict = DEMO) -> None:
+    """Enter the demo's recordings, its scan group and predictor configuration (idempotent)."""
     from schemas import oracle, predictor, recording
 
     from .workflow import ingest_simulated
@@ -46,9 +46,8 @@ def setup(config: dict = DEMO) -> dict:
     if not recording.Scan & {"animal_id": animal}:
         ingest_simulated(**scans)
     scan_keys = (recording.Scan & {"animal_id": animal}).keys()
-    group = oracle.ScanGroup.create(config["scan_group"], scan_keys, "the demo's simulated scans")
-    predictor_key = predictor.PredictorConfig.insert_params(*config["predictor"])
-    return {"group": group, "predictor": predictor_key}
+    oracle.ScanGroup.create(config["scan_group"], scan_keys, "the demo's simulated scans")
+    predictor.PredictorConfig.insert_params(*config["predictor"])
 
 
 def targets(config: dict = DEMO) -> dict:
@@ -116,7 +115,7 @@ def run(report_dir: str | None = "reports/demo", config: dict = DEMO) -> None:
     hashes = targets(config)
     _populate(workflow, ("Target",))
     print("== classifiers")
-    regs = classifiers(hashes, config)
+    classifiers(hashes, config)
     _populate(workflow, ("TrainedClassifier",))
     print("== robustness")
     robustness_configs(config)
@@ -125,7 +124,7 @@ def run(report_dir: str | None = "reports/demo", config: dict = DEMO) -> None:
     from .report.build import summary_table
 
     print()
-    print(summary_table(regs, config))
+    print(summary_table())
     if report_dir:
         from .report.build import build_report
 

@@ -36,7 +36,7 @@ def summary_frame(base: pd.DataFrame, noise: pd.DataFrame, scores: pd.DataFrame)
     return pd.DataFrame(rows)
 
 
-def summary_table(*_args) -> str:
+def summary_table() -> str:
     """The demo's printed table: for the experiment with the most classifiers."""
     base = queries.classifiers()
     if base.empty:

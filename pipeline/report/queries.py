@@ -39,79 +39,73 @@ def classifiers() -> pd.DataFrame:
     return df
 
 
-def _join(base: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
-    """Attach experiment, regulariser and seed to result rows that carry a classifier key."""
+def _join(base: pd.DataFrame, rows: list[tuple[dict, dict]]) -> pd.DataFrame:
+    """Result rows labelled with their classifier's experiment, regulariser and seed.
+
+    rows: (database row carrying a classifier key, the values to keep) pairs.
+    """
     if not rows or base.empty:
         return pd.DataFrame()
     index = {tuple(sorted(k.items())): i for i, k in enumerate(base["key"])}
     key_names = list(base["key"].iloc[0])
     out = []
-    for r in rows:
-        i = index.get(tuple(sorted((k, r[k]) for k in key_names)))
+    for row, values in rows:
+        i = index.get(tuple(sorted((k, row[k]) for k in key_names)))
         if i is not None:
             info = base.iloc[i]
-            out.append({**{c: info[c] for c in EXPERIMENT + ["regulariser", "kind", "alpha", "seed"]}, **r})
+            out.append({**{c: info[c] for c in EXPERIMENT + ["regulariser", "kind", "alpha", "seed"]}, **values})
     return pd.DataFrame(out)
 
 
 def noise(base: pd.DataFrame) -> pd.DataFrame:
     from schemas import robustness
 
-    rows = []
-    for r in (robustness.NoiseRobustness * robustness.NoiseConfig.proj("noise_name")).to_dicts():
-        for std, acc in zip(r["stds"], r["accuracy"]):
-            rows.append({**{k: r[k] for k in base["key"].iloc[0]}, "noise_name": r["noise_name"],
-                         "std": float(std), "accuracy": float(acc)})
-    return _join(base, rows)
+    query = robustness.NoiseRobustness * robustness.NoiseConfig.proj("noise_name")
+    return _join(base, [(r, {"noise_name": r["noise_name"], "std": float(std), "accuracy": float(acc)})
+                        for r in query.to_dicts() for std, acc in zip(r["stds"], r["accuracy"])])
 
 
 def scores(base: pd.DataFrame) -> pd.DataFrame:
     from schemas import robustness
 
-    rows = [{**{k: r[k] for k in base["key"].iloc[0]}, "norm": r["norm"], "median": float(r["median"]),
-             "robust_accuracy": float(r["robust_accuracy"]), "threshold": float(r["threshold"]),
-             "n_attacks": int(r["n_attacks"])}
-            for r in robustness.RobustnessScore.Norm.to_dicts()] if not base.empty else []
-    return _join(base, rows)
+    return _join(base, [(r, {"norm": r["norm"], "median": float(r["median"]),
+                             "robust_accuracy": float(r["robust_accuracy"]), "threshold": float(r["threshold"]),
+                             "n_attacks": int(r["n_attacks"])})
+                        for r in robustness.RobustnessScore.Norm.to_dicts()])
 
 
 def query_curves(base: pd.DataFrame) -> pd.DataFrame:
     from schemas import robustness
 
-    rows = []
-    for r in (robustness.Adversarial * robustness.AttackConfig.proj("attack_name", "norm")).to_dicts():
-        for queries, median in np.asarray(r["queries_curve"]).reshape(-1, 2):
-            if queries > 0 and np.isfinite(median):
-                rows.append({**{k: r[k] for k in base["key"].iloc[0]}, "attack": r["attack_name"],
-                             "norm": r["norm"], "queries": float(queries), "median": float(median)})
-    return _join(base, rows)
+    query = robustness.Adversarial * robustness.AttackConfig.proj("attack_name", "norm")
+    return _join(base, [(r, {"attack": r["attack_name"], "norm": r["norm"], "queries": float(queries),
+                             "median": float(median)})
+                        for r in query.to_dicts()
+                        for queries, median in np.asarray(r["queries_curve"]).reshape(-1, 2)
+                        if queries > 0 and np.isfinite(median)])
 
 
 def layer_weights(base: pd.DataFrame) -> pd.DataFrame:
     from schemas import classifier
 
-    rows = [{**{k: r[k] for k in base["key"].iloc[0]}, "layer": r["layer"], "gamma": float(r["gamma"])}
-            for r in classifier.TrainedClassifier.LayerWeight.to_dicts()] if not base.empty else []
-    return _join(base, rows)
+    return _join(base, [(r, {"layer": r["layer"], "gamma": float(r["gamma"])})
+                        for r in classifier.TrainedClassifier.LayerWeight.to_dicts()])
 
 
 def corruptions(base: pd.DataFrame) -> pd.DataFrame:
     from schemas import robustness
 
-    rows = [{**{k: r[k] for k in base["key"].iloc[0]}, "corruption": r["corruption"],
-             "severity": int(r["severity"]), "accuracy": float(r["accuracy"])}
-            for r in robustness.CorruptionRobustness.Score.to_dicts()] if not base.empty else []
-    return _join(base, rows)
+    return _join(base, [(r, {"corruption": r["corruption"], "severity": int(r["severity"]),
+                             "accuracy": float(r["accuracy"])})
+                        for r in robustness.CorruptionRobustness.Score.to_dicts()])
 
 
 def brain_likeness(base: pd.DataFrame) -> pd.DataFrame:
     from schemas import robustness, target
 
-    rows = [{**{k: r[k] for k in base["key"].iloc[0]}, "target_name": r["target_name"],
-             "target_kind": r["kind"], "correlation": float(r["correlation"])}
-            for r in (robustness.BrainLikeness * target.TargetConfig.proj("target_name", "kind")).to_dicts()
-            ] if not base.empty else []
-    return _join(base, rows)
+    query = robustness.BrainLikeness * target.TargetConfig.proj("target_name", "kind")
+    return _join(base, [(r, {"target_name": r["target_name"], "target_kind": r["kind"],
+                             "correlation": float(r["correlation"])}) for r in query.to_dicts()])
 
 
 def experiments(base: pd.DataFrame) -> list[dict]:
