@@ -21,7 +21,7 @@ import tracemalloc
 
 import numpy as np
 
-from pipeline.neural.similarity import SimilarityAccumulator
+from pipeline.oracle.similarity import SimilarityAccumulator
 
 
 def one_round(scans, n_images: int, overwrite: bool) -> tuple[float, float, list[float], np.ndarray, int]:

@@ -24,8 +24,8 @@ def modules():
 
 def activate(prefix: str | None = None, connection=None, create_tables: bool = True):
     """Connect (starting the private server if needed) and activate every schema under the prefix."""
-    from pipeline.database import connect
-    from pipeline.settings import check_prefix, load_settings
+    from neural_reg.database import connect
+    from neural_reg.settings import check_prefix, load_settings
 
     settings = load_settings()
     prefix = check_prefix(prefix, "prefix argument") if prefix else settings.prefix

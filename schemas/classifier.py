@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.classifier import resnet, tasks
 from pipeline.classifier import train as classifier_train
-from pipeline.settings import load_settings
+from neural_reg.settings import load_settings
 
 from . import codecs  # noqa: F401
 from . import recording, target

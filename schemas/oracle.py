@@ -1,7 +1,7 @@
 """oracle: per-neuron signal and noise from the repeated (oracle) images, and the similarity of the data.
 
 Eq 1 (OracleStats), Eq 3 (OracleSimilarity), Eq 2 on single trials (DataSimilarity), Eq 4-5 (Stability) of
-paper/equations.md; the numbers come from pipeline.neural.
+paper/equations.md; the numbers come from pipeline.oracle.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import datajoint as dj
 import numpy as np
 
-from pipeline.neural import oracle as oracle_math
-from pipeline.neural import similarity as sim
+from pipeline.oracle import statistics as oracle_math
+from pipeline.oracle import similarity as sim
 
 from . import codecs  # noqa: F401
 from . import recording

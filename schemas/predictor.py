@@ -9,7 +9,7 @@ from __future__ import annotations
 import datajoint as dj
 import numpy as np
 
-from pipeline.neural import similarity as sim
+from pipeline.oracle import similarity as sim
 from pipeline.predictor import train as predictor_train
 
 from . import codecs  # noqa: F401

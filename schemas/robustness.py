@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import datajoint as dj
 import numpy as np
 
-from pipeline.classifier import brain_likeness as bl
+from pipeline.robustness import brain_likeness as bl
 from pipeline.classifier import tasks
 from pipeline.robustness import attacks, corruptions, noise, scores
-from pipeline.settings import load_settings
+from neural_reg.settings import load_settings
 
 from . import classifier, codecs, recording, target  # noqa: F401
 from .paramset import ParamSet

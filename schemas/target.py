@@ -16,8 +16,8 @@ from __future__ import annotations
 import datajoint as dj
 import numpy as np
 
-from pipeline.neural import similarity as sim
-from pipeline.neural import targets as controls
+from pipeline.oracle import similarity as sim
+from pipeline.target import controls
 
 from . import codecs  # noqa: F401
 from . import oracle, predictor, recording
@@ -139,7 +139,7 @@ class Target(dj.Computed):
                 elif kind == "random":
                     S = controls.random_target(len(image_ids), params["seed"])
                 else:  # feature-model
-                    from pipeline.neural.vgg import load_vgg19_features
+                    from pipeline.target.vgg import load_vgg19_features
 
                     vgg = load_vgg19_features(params["weights_path"])
                     S = controls.feature_similarity(pixels / 255.0, vgg.grayscale_activations,

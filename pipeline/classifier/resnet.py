@@ -12,6 +12,8 @@ max-pool, 3 input channels) and which this project does not depend on.
 
 from __future__ import annotations
 
+from pipeline.errors import NeuralRegError
+
 import re
 from collections.abc import Sequence
 
@@ -25,7 +27,7 @@ STANDARD_WIDTH = 64
 NARROW_WIDTH = 16
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(NeuralRegError):
     """An unknown architecture name or layer name."""
 
 

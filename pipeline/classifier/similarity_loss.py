@@ -17,6 +17,8 @@ One forward pass of B stimuli therefore yields B (B - 1) / 2 pairs (21 for B = 7
 
 from __future__ import annotations
 
+from pipeline.errors import NeuralRegError
+
 from collections.abc import Mapping
 
 import torch
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 LOSS_FORMS = {"arctanh": 1.0, "arctanh-4x": 4.0}
 
 
-class RegulariserError(ValueError):
+class RegulariserError(NeuralRegError):
     """Bad regulariser configuration or input."""
 
 

@@ -17,6 +17,8 @@ the grayscale images is the same operation.
 
 from __future__ import annotations
 
+from pipeline.errors import NeuralRegError
+
 import hashlib
 import io
 import os
@@ -34,7 +36,7 @@ IMAGE_SIZE = 32
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 (R, G, B), as PIL's convert('L')
 
 
-class TaskDataError(ValueError):
+class TaskDataError(NeuralRegError):
     """Bad or missing task data: the message names the file, the field and the fix."""
 
 

@@ -14,6 +14,8 @@ torch.Generator whose state is checkpointed; the caller's global RNG is left unt
 
 from __future__ import annotations
 
+from pipeline.errors import NeuralRegError
+
 import contextlib
 import hashlib
 import json
@@ -61,7 +63,7 @@ STIMULUS_BN_MODES = ("frozen", "update")
 NON_FINGERPRINT_KEYS = ("epochs", "eval_batch_size")
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(NeuralRegError):
     """Bad train / regulariser / target configuration, or a checkpoint that belongs to another run."""
 
 

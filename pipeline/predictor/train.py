@@ -18,6 +18,8 @@ single trials of the 'oracle' tier (else 'test') with each trial's own behaviour
 
 from __future__ import annotations
 
+from pipeline.errors import NeuralRegError
+
 import copy
 import math
 import time
@@ -62,7 +64,7 @@ TIERS = ("train", "validation", "test", "oracle")
 DATA_FIELDS = ("images", "responses", "behavior", "pupil_center", "tiers")
 
 
-class PredictorDataError(ValueError):
+class PredictorDataError(NeuralRegError):
     """Bad training data or config: the message names the field and the fix."""
 
 

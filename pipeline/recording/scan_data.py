@@ -20,6 +20,8 @@ Shapes (n_trials trials, n_neurons neurons, n_images distinct images of H x W pi
 
 from __future__ import annotations
 
+from pipeline.errors import NeuralRegError
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +30,7 @@ TIERS = ("train", "validation", "test", "oracle")
 BEHAVIOR_NAMES = ("pupil_size", "pupil_size_derivative", "running_speed")
 
 
-class RecordingError(ValueError):
+class RecordingError(NeuralRegError):
     """Bad input: the message names the file (or source), the field and the fix."""
 
 

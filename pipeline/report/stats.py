@@ -23,6 +23,8 @@ Bad input raises :class:`ReportInputError` (a ValueError) naming the column and 
 
 from __future__ import annotations
 
+from pipeline.errors import NeuralRegError
+
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -39,7 +41,7 @@ NOTE_TOO_FEW = "fewer than 2 paired seeds: no test possible (d_z, t, p are NaN)"
 NOTE_ZERO_SD = "all paired differences are equal (sd 0): d_z and the t test are undefined (NaN)"
 
 
-class ReportInputError(ValueError):
+class ReportInputError(NeuralRegError):
     """Bad input to the report layer: the message names the field and the fix."""
 
 

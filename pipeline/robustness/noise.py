@@ -15,6 +15,8 @@ validation) and ``predict_labels`` (batched argmax of a model).
 
 from __future__ import annotations
 
+from pipeline.errors import NeuralRegError
+
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -30,7 +32,7 @@ __all__ = [
 ]
 
 
-class RobustnessInputError(ValueError):
+class RobustnessInputError(NeuralRegError):
     """Bad input to a robustness evaluation (wrong shape, range, dtype or configuration)."""
 
 

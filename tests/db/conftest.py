@@ -9,12 +9,12 @@ import secrets
 
 import pytest
 
-from pipeline import demo, workflow
+from neural_reg import demo, workflow
 from pipeline.predictor.train import CPU_FAST_CONFIG
 
 import schemas
-from pipeline.database import PrivateServer, connect
-from pipeline.settings import load_settings
+from neural_reg.database import PrivateServer, connect
+from neural_reg.settings import load_settings
 
 
 @pytest.fixture(scope="session")

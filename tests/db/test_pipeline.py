@@ -4,7 +4,7 @@ keeps its lineage back to the scans, a second populate computes nothing, and the
 import numpy as np
 import pytest
 
-from pipeline import workflow
+from neural_reg import workflow
 
 
 def test_every_table_is_populated_and_nothing_is_left(populated):
@@ -86,7 +86,7 @@ def test_status_reports_a_failed_key_and_retry_clears_it(populated):
 
 
 def test_report_writes_figures_and_html(populated, tmp_path):
-    from pipeline.report.build import build_report, summary_table
+    from neural_reg.report import build_report, summary_table
 
     path = build_report(tmp_path / "report")
     html = path.read_text()
@@ -98,7 +98,7 @@ def test_report_writes_figures_and_html(populated, tmp_path):
 
 
 def test_setup_paper_enters_the_full_scale_configuration(populated):
-    from pipeline.paper import enter_training, setup_paper
+    from neural_reg.paper import enter_training, setup_paper
     from pipeline.robustness.attacks import preset_configs
     from schemas import classifier, predictor, robustness, target
 
@@ -127,7 +127,7 @@ def test_setup_paper_enters_the_full_scale_configuration(populated):
 
 
 def test_command_line_status_populate_and_worker(populated, db, monkeypatch, capsys):
-    from pipeline.cli import main
+    from neural_reg.cli import main
 
     monkeypatch.setenv("NEURALREG_PREFIX", db)
     assert main(["status"]) == 0

@@ -8,7 +8,7 @@ import pytest
 from pipeline.recording.filetree import read_filetree, write_filetree
 from pipeline.recording.scan_data import RecordingError
 from pipeline.recording.simulator import simulate_scans
-from pipeline.workflow import ingest_filetree, ingest_simulated
+from neural_reg.workflow import ingest_filetree, ingest_simulated
 from schemas import recording
 
 
@@ -134,7 +134,7 @@ def write_tree(path, scan):
 
 
 def test_cli_ingest_and_status(db, monkeypatch, tmp_path, sim_scan, capsys):
-    from pipeline.cli import main
+    from neural_reg.cli import main
 
     monkeypatch.setenv("NEURALREG_PREFIX", db)
     path = write_tree(tmp_path / "static79-4-2-cli", sim_scan)

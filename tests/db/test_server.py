@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from pipeline.database import PrivateServer, find_server_binary
+from neural_reg.database import PrivateServer, find_server_binary
 
 pytestmark = pytest.mark.skipif(find_server_binary() is None, reason="no MySQL/MariaDB server binary here")
 
@@ -45,7 +45,7 @@ def test_up_reuse_stale_pid_and_down(tmp_path):
 
 
 def test_status_never_shows_the_password(tmp_path, monkeypatch, capsys):
-    from pipeline.cli import main
+    from neural_reg.cli import main
 
     monkeypatch.setenv("NEURALREG_HOME", str(tmp_path))
     monkeypatch.delenv("DJ_HOST", raising=False)

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from pipeline.neural.oracle import (
+from pipeline.oracle.statistics import (
     NeuralDataError,
     fluctuation_summary,
     oracle_correlation,
@@ -13,7 +13,7 @@ from pipeline.neural.oracle import (
     repeat_fluctuations,
     scan_fluctuations,
 )
-from pipeline.neural.similarity import oracle_similarity, population_similarity
+from pipeline.oracle.similarity import oracle_similarity, population_similarity
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.neural.oracle import oracle_stats, repeat_fluctuations, scan_fluctuations
-from pipeline.neural.similarity import model_similarity, oracle_similarity, population_similarity
+from pipeline.oracle.statistics import oracle_stats, repeat_fluctuations, scan_fluctuations
+from pipeline.oracle.similarity import model_similarity, oracle_similarity, population_similarity
 from pipeline.predictor.train import CPU_FAST_CONFIG, predict, train_predictor
 from pipeline.recording.simulator import simulate_scans
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from pipeline.database import DatabaseError, shared_credentials
-from pipeline.settings import SettingsError, load_settings
+from neural_reg.database import DatabaseError, shared_credentials
+from neural_reg.settings import SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.neural.similarity import (
+from pipeline.oracle.similarity import (
     NeuralDataError,
     SimilarityAccumulator,
     mean_similarity,

@@ -5,15 +5,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.neural.similarity import NeuralDataError, population_similarity
-from pipeline.neural.targets import (
+from pipeline.oracle.similarity import NeuralDataError, population_similarity
+from pipeline.target.controls import (
     feature_similarity,
     layer_features,
     random_target,
     shuffle_target,
     stimulus_permutation,
 )
-from pipeline.neural.vgg import (
+from pipeline.target.vgg import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     VGG19Features,

@@ -19,6 +19,8 @@ and per scan does the centring/weighting/normalising in float32 in place plus a 
 
 from __future__ import annotations
 
+from pipeline.errors import NeuralRegError
+
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -32,7 +34,7 @@ ZERO_NORM_RTOL = 1e-6
 _SYMMETRISE_BLOCK = 512
 
 
-class NeuralDataError(ValueError):
+class NeuralDataError(NeuralRegError):
     """Bad input to the neural statistics: the message names the field and the fix."""
 
 

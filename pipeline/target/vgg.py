@@ -12,6 +12,8 @@ pretrained models expect. On 36 x 64 stimuli conv3_1 gives (n, 256, 9, 16).
 
 from __future__ import annotations
 
+from pipeline.errors import NeuralRegError
+
 from pathlib import Path
 
 import torch
@@ -25,11 +27,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHTS_FILE = "vgg19-dcbb9e9d.pth"
 
 
-class VGGWeightsError(ValueError):
+class VGGWeightsError(NeuralRegError):
     """The VGG19 weights file is missing or does not match torchvision's VGG19 layout."""
 
 
-class VGGInputError(ValueError):
+class VGGInputError(NeuralRegError):
     """Images handed to VGG19 are not grayscale (n, H, W) pixels in [0, 1]."""
 
 
@@ -102,7 +104,7 @@ class VGG19Features(nn.Module):
         return x
 
     def grayscale_activations(self, images, layer: str = "conv3_1", pixel_scale: float = 1.0) -> torch.Tensor:
-        """Extractor for :func:`pipeline.neural.targets.feature_similarity`: grayscale (n, H, W) pixels in
+        """Extractor for :func:`pipeline.target.controls.feature_similarity`: grayscale (n, H, W) pixels in
         [0, pixel_scale] -> activations of ``layer``, (n, C, H', W')."""
         return self(grayscale_to_vgg_input(images, pixel_scale), layer)
 

@@ -13,6 +13,8 @@ DataJoint's ``dj.config`` rejects unknown keys, so neural-reg keeps its settings
 
 from __future__ import annotations
 
+from pipeline.errors import NeuralRegError
+
 import json
 import os
 import re
@@ -22,7 +24,7 @@ from pathlib import Path
 PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
-class SettingsError(ValueError):
+class SettingsError(NeuralRegError):
     """A setting is missing or malformed; the message names where it came from and the fix."""
 
 

@@ -121,12 +121,12 @@ def run(report_dir: str | None = "reports/demo", config: dict = DEMO) -> None:
     robustness_configs(config)
     _populate(workflow, ("NoiseRobustness", "CorruptionRobustness", "Adversarial", "RobustnessScore",
                          "BrainLikeness"))
-    from .report.build import summary_table
+    from .report import summary_table
 
     print()
     print(summary_table())
     if report_dir:
-        from .report.build import build_report
+        from .report import build_report
 
         path = build_report(report_dir)
         print(f"\nreport: {path}")

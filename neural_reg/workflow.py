@@ -5,12 +5,14 @@ The only part of ``pipeline/`` (with the command line) that imports ``schemas/``
 
 from __future__ import annotations
 
+from pipeline.errors import NeuralRegError
+
 import re
 from pathlib import Path
 
-from .recording.scan_data import RecordingError
+from pipeline.recording.scan_data import RecordingError
 
-class WorkflowError(ValueError):
+class WorkflowError(NeuralRegError):
     """A request the pipeline cannot act on (e.g. an unknown table name); the message says the fix."""
 
 

@@ -109,7 +109,7 @@ def _worker(args) -> int:
 def _report(args) -> int:
     from schemas import activate
 
-    from .report.build import build_report
+    from .report import build_report
 
     activate()
     print(f"report: {build_report(args.outdir)}")
@@ -155,6 +155,7 @@ def _setup_paper(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neural-reg", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not just its message")
     sub = parser.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser("db", help="start, stop or inspect the database server")
@@ -223,15 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .database import DatabaseError
-    from .recording.scan_data import RecordingError
-    from .settings import SettingsError
-    from .workflow import WorkflowError
+    from pipeline.errors import NeuralRegError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RecordingError, DatabaseError, SettingsError, WorkflowError) as err:
+    except NeuralRegError as err:
+        if args.debug:
+            raise
         print(f"neural-reg: error: {err}", file=sys.stderr)
         return 2
 

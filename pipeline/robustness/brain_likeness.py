@@ -11,9 +11,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from pipeline.neural.similarity import population_similarity
+from pipeline.oracle.similarity import population_similarity
 
-from .resnet import LAYER_NAMES
+from pipeline.classifier.resnet import LAYER_NAMES
 
 
 def layer_similarities(model, stimuli: np.ndarray, layers: Sequence[str] = LAYER_NAMES,

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.neural.similarity import (
+from pipeline.oracle.similarity import (
     NeuralDataError,
     TrialGroups,
     as_responses,

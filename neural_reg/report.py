@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import figures, queries, stats
-from .html import write_report
+from pipeline.report import figures, stats
+from pipeline.report.html import write_report
+
+from . import queries
 
 
 def summary_frame(base: pd.DataFrame, noise: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,8 @@ Passwords are never printed or put in error messages.
 
 from __future__ import annotations
 
+from pipeline.errors import NeuralRegError
+
 import json
 import os
 import secrets
@@ -46,7 +48,7 @@ HOW_TO_GET_A_SERVER = (
 )
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(NeuralRegError):
     """The database cannot be reached or started; the message says why and how to fix it."""
 
 

@@ -1,7 +1,7 @@
 """Control targets (Fig 4): shuffled, random and feature-model similarity matrices.
 
 A target is an (n, n) float32 similarity matrix over n stimuli (images), in the order of the image ids the
-caller keeps with it. The neural targets themselves come from pipeline.neural.similarity (Eq 2, 6), the
+caller keeps with it. The neural targets themselves come from pipeline.oracle.similarity (Eq 2, 6), the
 'pixel' control from ``similarity.pixel_similarity``.
 """
 
@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pipeline.neural.similarity import NeuralDataError, population_similarity
+from pipeline.oracle.similarity import NeuralDataError, population_similarity
 
 # The extractor of feature_similarity: a (batch, H, W) float32 tensor of grayscale pixels and a layer name
 # -> that layer's activations (batch, ...). VGG19Features.grayscale_activations is one.

@@ -1,0 +1,1 @@
+"""Oracle statistics (Eq 1) and the similarity of population responses (Eq 2, 3, 6)."""
