@@ -331,3 +331,36 @@ class SimilarityAccumulator:
         S = np.multiply(self._sum.T, np.float32(1.0 / self.n_added))
         symmetrise_from_lower(S)
         return _finish(S, (self._diagonal / self.n_added).astype(np.float32))
+
+
+def offdiagonal_correlation(x: np.ndarray, y: np.ndarray, block: int = 1024) -> float:
+    """Pearson r between the off-diagonal entries of two (n, n) matrices (all n(n-1) of them); NaN if either
+    has constant off-diagonal entries (no correlation is defined then, and 0 would read as a measurement).
+
+    For symmetric matrices this equals r over the upper triangle. Accumulated in float64 row blocks, so no
+    n^2 float64 copy is made (5000 x 5000: 200 MB per copy). The one definition used by the report and by
+    BrainLikeness.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 2 or x.shape[0] != x.shape[1] or x.shape != y.shape:
+        raise NeuralDataError(f"offdiagonal_correlation: expected two (n, n) matrices of one shape, got {x.shape} "
+                              f"and {y.shape}")
+    n = x.shape[0]
+    if n < 2:
+        return float("nan")
+    m = np.zeros(5)
+    for start in range(0, n, block):  # row blocks, not pairs
+        xb = x[start:start + block].astype(np.float64)
+        yb = y[start:start + block].astype(np.float64)
+        rows = np.arange(xb.shape[0])
+        xb[rows, start + rows] = 0.0
+        yb[rows, start + rows] = 0.0
+        m += (xb.sum(), yb.sum(), np.einsum("ij,ij->", xb, xb), np.einsum("ij,ij->", yb, yb),
+              np.einsum("ij,ij->", xb, yb))
+    count = n * (n - 1)
+    mx, my = m[0] / count, m[1] / count
+    vx, vy, cxy = m[2] / count - mx * mx, m[3] / count - my * my, m[4] / count - mx * my
+    # constant up to float rounding (relative to the mean square), or exactly zero
+    if vx <= 1e-12 * m[2] / count or vy <= 1e-12 * m[3] / count:
+        return float("nan")
+    return float(cxy / np.sqrt(vx * vy))
