@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.robustness.attacks import minimal_perturbations, preset_configs, warm_up  # noqa: E402
+from pipeline.robustness.samples import select_samples  # noqa: E402
 
 
 def digits_cnn(seed: int = 0, epochs: int = 6) -> tuple[torch.nn.Module, np.ndarray, np.ndarray, float]:
@@ -77,6 +78,8 @@ def run_benchmark(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, preset: 
     sizes = {c["n_samples"] for c in configs.values()}
     if len(sizes) != 1:
         raise SystemExit(f"the preset's attacks use different n_samples {sorted(sizes)}; pass --n-samples")
+    idx = select_samples(len(x), sizes.pop(), seed=0)
+    x, y = x[idx], y[idx]
     bb_norms = sorted({c["norm"] for c in configs.values() if c["attack"] == "bb"})
     if bb_norms:
         compile_s = warm_up(bb_norms)
@@ -85,7 +88,7 @@ def run_benchmark(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, preset: 
     rows = []
     print(f"{'attack':<15}{'settings':>9}{'samples/s':>11}{'wall s':>9}{'queries':>9}{'success':>9}{'median':>11}")
     for key, cfg in configs.items():
-        r = minimal_perturbations(model, x, y, cfg, device=device, progress=False, keep_adversarials=False)
+        r = minimal_perturbations(model, x, y, cfg, device=device, progress=False)
         n_att = max(int(r.clean_correct.sum()), 1)
         row = {"attack": key, "settings": len(r.settings), "wall_time": r.wall_time,
                "samples_per_s": n_att / r.wall_time, "queries": r.queries_curve[-1][0],

@@ -33,6 +33,13 @@ in image order, so the corrupted image i depends only on (x[i], name, severity, 
 or on the other corruptions evaluated. The library draws from numpy's global RNG (and glass_blur from
 numba's, which it seeds from its ``seed`` argument); we seed it per image and restore the caller's global
 numpy state afterwards. Not thread-safe (global RNG).
+
+Configuration (``corruption_config``, a plain dict a DataJoint paramset can hold; ``resolve_corruption_config``
+checks it and fills the defaults when it is entered):
+    corruptions  non-empty list of distinct names from ``ALL_CORRUPTIONS``, default the 15 ``COMMON_CORRUPTIONS``
+    severities   non-empty list of distinct integers in 1..5, default [1, 2, 3, 4, 5]
+    n_samples    how many test samples (a seeded subset, see ``samples.select_samples``); None = all (default)
+    seed         picks the samples and seeds the corruptions, default 0
 """
 
 from __future__ import annotations
@@ -40,12 +47,17 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections import OrderedDict
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from .noise import RobustnessInputError, _check_batch_size, check_images, predict_labels, resolve_device
+from pipeline.checks import check_keys, is_int
+from pipeline.devices import resolve_device
+
+from .errors import RobustnessConfigError, RobustnessInputError
+from .images import check_batch_size, check_images, predict_labels
+from .samples import resolve_n_samples, resolve_seed
 
 __all__ = [
     "CORRUPTION_FAMILIES",
@@ -53,6 +65,8 @@ __all__ = [
     "ALL_CORRUPTIONS",
     "SEVERITIES",
     "MIN_SIZE",
+    "CORRUPTION_KEYS",
+    "resolve_corruption_config",
     "corrupt_images",
     "corruption_accuracy",
     "summarize_corruptions",
@@ -72,6 +86,7 @@ COMMON_CORRUPTIONS: tuple[str, ...] = tuple(
 ALL_CORRUPTIONS: tuple[str, ...] = COMMON_CORRUPTIONS + CORRUPTION_FAMILIES["extra"]
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 MIN_SIZE = 32  # imagecorruptions.corrupt rejects images smaller than 32 x 32
+CORRUPTION_KEYS = ("corruptions", "severities", "n_samples", "seed")
 
 # independent noise per RGB channel: keep one channel (see module docstring)
 _PER_CHANNEL_NOISE = frozenset({"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"})
@@ -80,15 +95,53 @@ _SEED_ARGUMENT = frozenset({"glass_blur", "impulse_noise"})
 _LUMINANCE = np.array([0.299, 0.587, 0.114])
 
 
-def _check_corruption(name: str, severity: int) -> None:
+def _check_name(name, what: str = "corruption", error: type[Exception] = RobustnessInputError) -> str:
     if name == "saturate":
-        raise RobustnessInputError(
-            "corruption 'saturate' changes colour saturation and has no effect on grayscale images; drop it"
-        )
+        raise error(f"{what} 'saturate' changes colour saturation and has no effect on grayscale images; drop it")
     if name not in ALL_CORRUPTIONS:
-        raise RobustnessInputError(f"corruption {name!r} is unknown; choose from {list(ALL_CORRUPTIONS)}")
+        raise error(f"{what} {name!r} is unknown; choose from {list(ALL_CORRUPTIONS)}")
+    return str(name)
+
+
+def _check_severity(severity, what: str = "severity", error: type[Exception] = RobustnessInputError) -> int:
     if severity not in SEVERITIES:
-        raise RobustnessInputError(f"severity: expected an integer in 1..5, got {severity!r}")
+        raise error(f"{what}: expected an integer in 1..5, got {severity!r}")
+    return int(severity)
+
+
+def _distinct_list(values, what: str) -> list:
+    """``values`` (a list or tuple, not a string) as a non-empty list without repeats, else RobustnessConfigError."""
+    if not isinstance(values, (list, tuple, np.ndarray)) or len(values) == 0:
+        raise RobustnessConfigError(f"{what}={values!r} must be a non-empty list")
+    values = [v.item() if isinstance(v, np.generic) else v for v in values]
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise RobustnessConfigError(f"{what} repeats {repeated} (each would be one result row). Fix: list each once")
+    return values
+
+
+def resolve_corruption_config(params: Mapping) -> dict:
+    """The complete, checked corruption configuration: {'corruptions', 'severities', 'n_samples', 'seed'}.
+
+    Defaults: corruptions ``COMMON_CORRUPTIONS``, severities 1..5, n_samples None (every test sample), seed 0.
+    Unknown keys are an error. Plain Python types, idempotent.
+    Raises RobustnessConfigError (a ``pipeline.errors.ConfigError``) naming the field and the fix.
+    """
+    if not isinstance(params, Mapping):
+        raise RobustnessConfigError(f"corruption config must be a dict with keys {list(CORRUPTION_KEYS)}, "
+                                    f"got {type(params).__name__}")
+    check_keys(params, CORRUPTION_KEYS, "corruption config", error=RobustnessConfigError)
+    names = _distinct_list(params.get("corruptions", list(COMMON_CORRUPTIONS)), "corruption config corruptions")
+    severities = _distinct_list(params.get("severities", list(SEVERITIES)), "corruption config severities")
+    for s in severities:
+        if not is_int(s):
+            raise RobustnessConfigError(f"corruption config severities: {s!r} is not an integer. Fix: use 1..5")
+    return {
+        "corruptions": [_check_name(n, "corruption config corruptions:", RobustnessConfigError) for n in names],
+        "severities": [_check_severity(s, "corruption config severities", RobustnessConfigError) for s in severities],
+        "n_samples": resolve_n_samples(params.get("n_samples"), "corruption config"),
+        "seed": resolve_seed(params.get("seed", 0), "corruption config"),
+    }
 
 
 def _image_seeds(n: int, name: str, severity: int, seed: int) -> np.ndarray:
@@ -124,7 +177,8 @@ def corrupt_images(x: np.ndarray, name: str, severity: int, seed: int, *, first_
     from PIL import Image
 
     x, _ = check_images(x)
-    _check_corruption(name, severity)
+    _check_name(name)
+    _check_severity(severity)
     h, w = x.shape[2:]
     if h < MIN_SIZE or w < MIN_SIZE:
         raise RobustnessInputError(
@@ -198,20 +252,22 @@ def corruption_accuracy(
         severities: subset of 1..5.
         seed: the same seed gives the same corrupted images for every model.
         batch_size: images corrupted and classified per chunk (results do not depend on it).
+        device: where to run (None: the model's device).
     Returns:
         {(name, severity): accuracy in [0, 1]}, in the order given. ``summarize_corruptions`` gives the mean.
     """
     x, y = check_images(x, y)
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
     corruptions = list(corruptions)
     severities = [int(s) for s in severities]
     if not corruptions or not severities:
         raise RobustnessInputError("corruptions, severities: need at least one of each")
-    for name in corruptions:
-        for s in severities:
-            _check_corruption(name, s)  # fail before any work
+    for name in corruptions:  # fail before any work
+        _check_name(name)
+    for s in severities:
+        _check_severity(s)
     model.eval()
-    dev = resolve_device(model, device)
+    dev = resolve_device(device, model)
     result: dict[tuple[str, int], float] = {}
     for name in corruptions:
         for s in severities:

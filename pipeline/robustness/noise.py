@@ -9,131 +9,65 @@ the same noisy images. One standard-normal draw z (N, 1, H, W) is shared by all 
 numbers): the noisy image at std s is clip(x + s * z, 0, 1). The accuracy curve over s is then
 a function of s alone, not of s plus a fresh noise draw per level.
 
-This module also holds the two helpers the other robustness modules share: ``check_images`` (input
-validation) and ``predict_labels`` (batched argmax of a model).
+Configuration (``noise_config``, a plain dict a DataJoint paramset can hold; ``resolve_noise_config`` checks it
+and fills the defaults when it is entered):
+    stds        non-empty list of noise standard deviations >= 0, in [0, 1] pixel units (required)
+    n_samples   how many test samples (a seeded subset, see ``samples.select_samples``); None = all (default)
+    seed        picks the samples and seeds the noise, default 0
 """
 
 from __future__ import annotations
 
-from pipeline.errors import NeuralRegError
-
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
-__all__ = [
-    "RobustnessInputError",
-    "check_images",
-    "resolve_device",
-    "predict_labels",
-    "iter_noise_batches",
-    "noise_accuracy",
-]
+from pipeline.checks import check_keys
+from pipeline.devices import resolve_device
+
+from .errors import RobustnessConfigError, RobustnessInputError
+from .images import check_batch_size, check_images, predict_labels
+from .samples import resolve_n_samples, resolve_seed
+
+__all__ = ["NOISE_KEYS", "resolve_noise_config", "iter_noise_batches", "noise_accuracy"]
+
+NOISE_KEYS = ("stds", "n_samples", "seed")
 
 
-class RobustnessInputError(NeuralRegError):
-    """Bad input to a robustness evaluation (wrong shape, range, dtype or configuration)."""
+def _check_stds(stds: Sequence[float], what: str = "stds", error: type[Exception] = RobustnessInputError
+                ) -> np.ndarray:
+    """``stds`` as a (k,) float64 array, k >= 1, every entry finite and >= 0; else ``error`` naming ``what``."""
+    try:
+        arr = None if isinstance(stds, (str, bytes, Mapping)) else np.asarray(stds, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or arr.ndim != 1 or arr.size == 0:
+        raise error(f"{what}={stds!r} must be a non-empty list of noise stds. Fix: e.g. [0.0, 0.1, 0.2]")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise error(f"{what}: noise stds must be finite and >= 0, got {arr.tolist()}")
+    return arr
 
 
-def check_images(
-    x: np.ndarray, y: np.ndarray | None = None, *, name: str = "x"
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Validate a batch of grayscale images and (optionally) its labels.
+def resolve_noise_config(params: Mapping) -> dict:
+    """The complete, checked noise configuration: {'stds': [float], 'n_samples': int | None, 'seed': int}.
 
-    Args:
-        x: (N, 1, H, W) images, pixels in [0, 1]; any real dtype, returned as float32.
-        y: (N,) integer class labels, or None.
-    Returns:
-        (x as float32 C-contiguous, y as int64 or None).
-    Raises:
-        RobustnessInputError naming the field and the fix.
+    Defaults: n_samples None (every test sample), seed 0; 'stds' is required. Unknown keys are an error.
+    Plain Python types, idempotent (resolving a resolved config returns it unchanged).
+    Raises RobustnessConfigError (a ``pipeline.errors.ConfigError``) naming the field and the fix.
     """
-    x = np.asarray(x)
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise RobustnessInputError(
-            f"{name}: expected grayscale images of shape (N, 1, H, W), got {x.shape}; "
-            "add the channel axis with x[:, None] if you have (N, H, W)"
-        )
-    if x.shape[0] == 0:
-        raise RobustnessInputError(f"{name}: no images (N = 0)")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise RobustnessInputError(
-            f"{name}: expected float pixels in [0, 1], got dtype {x.dtype}; divide uint8 images by 255"
-        )
-    if not np.all(np.isfinite(x)) or x.min() < 0.0 or x.max() > 1.0:
-        raise RobustnessInputError(
-            f"{name}: pixels must be finite and in [0, 1] (got min {np.nanmin(x):.4g}, max {np.nanmax(x):.4g}); "
-            "rescale the images to [0, 1]"
-        )
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if y is None:
-        return x, None
-    y = np.asarray(y)
-    if y.shape != (x.shape[0],):
-        raise RobustnessInputError(f"y: expected labels of shape ({x.shape[0]},) to match {name}, got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
-            y = y.astype(np.int64)
-        else:
-            raise RobustnessInputError(f"y: expected integer class labels, got dtype {y.dtype}")
-    if y.min() < 0:
-        raise RobustnessInputError("y: class labels must be >= 0")
-    return x, y.astype(np.int64)
-
-
-def resolve_device(model: torch.nn.Module, device: str | torch.device | None) -> torch.device:
-    """The device to run on: ``device`` if given, else that of the model's first parameter, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _check_batch_size(batch_size: int) -> int:
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise RobustnessInputError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    return int(batch_size)
-
-
-@torch.no_grad()
-def predict_labels(
-    model: torch.nn.Module,
-    x: np.ndarray,
-    batch_size: int = 256,
-    device: str | torch.device | None = None,
-) -> np.ndarray:
-    """Predicted class (argmax of the logits) of every image.
-
-    Args:
-        model: maps (B, 1, H, W) float32 to logits (B, n_classes); put in eval mode by the caller.
-        x: (N, 1, H, W) float32 images in [0, 1] (not re-validated here: callers validate once).
-        batch_size: images per forward pass.
-    Returns:
-        (N,) int64 predicted labels.
-    """
-    batch_size = _check_batch_size(batch_size)
-    dev = resolve_device(model, device)
-    out = np.empty(len(x), dtype=np.int64)
-    for start in range(0, len(x), batch_size):
-        xb = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size], dtype=np.float32)).to(dev)
-        logits = model(xb)
-        if logits.ndim != 2 or logits.shape[0] != xb.shape[0]:
-            raise RobustnessInputError(
-                f"model: expected logits of shape ({xb.shape[0]}, n_classes), got {tuple(logits.shape)}"
-            )
-        out[start:start + len(xb)] = logits.argmax(dim=1).cpu().numpy()
-    return out
-
-
-def _check_stds(stds: Sequence[float]) -> np.ndarray:
-    stds = np.asarray(stds, dtype=np.float64)
-    if stds.ndim != 1 or stds.size == 0:
-        raise RobustnessInputError(f"stds: expected a non-empty 1-D sequence of noise stds, got shape {stds.shape}")
-    if not np.all(np.isfinite(stds)) or np.any(stds < 0):
-        raise RobustnessInputError(f"stds: noise stds must be finite and >= 0, got {stds.tolist()}")
-    return stds
+    if not isinstance(params, Mapping):
+        raise RobustnessConfigError(f"noise config must be a dict with keys {list(NOISE_KEYS)}, "
+                                    f"got {type(params).__name__}")
+    check_keys(params, NOISE_KEYS, "noise config", error=RobustnessConfigError)
+    if "stds" not in params:
+        raise RobustnessConfigError("noise config has no 'stds'. Fix: add the noise levels, e.g. "
+                                    "{'stds': [0.0, 0.1, 0.2]}")
+    return {
+        "stds": [float(s) for s in _check_stds(params["stds"], "noise config stds", RobustnessConfigError)],
+        "n_samples": resolve_n_samples(params.get("n_samples"), "noise config"),
+        "seed": resolve_seed(params.get("seed", 0), "noise config"),
+    }
 
 
 def iter_noise_batches(
@@ -146,7 +80,7 @@ def iter_noise_batches(
     drawn at once or in chunks; the tests check this).
     """
     stds = _check_stds(stds)
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
     rng = np.random.default_rng(seed)
     s = stds.astype(np.float32)[:, None, None, None, None]
     for start in range(0, len(x), batch_size):
@@ -174,13 +108,14 @@ def noise_accuracy(
         stds: noise standard deviations, in pixel units of the [0, 1] range (e.g. 0.0 ... 0.1).
         seed: seeds the noise; the same (x, stds, seed) gives the same noisy images for every model.
         batch_size: images per forward pass (the noise does not depend on it).
+        device: where to run (None: the model's device).
     Returns:
         (len(stds),) float64 accuracies in [0, 1].
     """
     x, y = check_images(x, y)
     stds = _check_stds(stds)
     model.eval()
-    dev = resolve_device(model, device)
+    dev = resolve_device(device, model)
     correct = np.zeros(len(stds), dtype=np.int64)
     with torch.no_grad():
         for rows, noisy in iter_noise_batches(x, stds, seed, batch_size):

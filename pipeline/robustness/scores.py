@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .noise import RobustnessInputError
+from .errors import RobustnessInputError
 
 __all__ = [
     "ROBUSTBENCH_EPSILONS",

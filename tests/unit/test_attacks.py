@@ -10,8 +10,17 @@ import torch
 from scipy.spatial.distance import cdist
 from sklearn.datasets import load_digits
 
+import eagerpy as ep
+import foolbox as fb
+
 import pipeline.robustness.attacks as A
-from pipeline.robustness.noise import RobustnessInputError
+from pipeline.robustness.attacks.base import MinimizationAttack
+from pipeline.robustness.attacks.pgd import L2PGDPerSample, LinfPGDPerSample
+from pipeline.robustness.attacks.registry import REGISTRY
+from pipeline.robustness.attacks.verify import PUSH_FACTORS
+from pipeline.robustness.errors import RobustnessInputError
+from pipeline.robustness.norms import perturbation_norm
+from pipeline.robustness.samples import select_samples
 from pipeline.robustness.scores import (
     ROBUSTBENCH_EPSILONS,
     combine_minimal,
@@ -35,6 +44,14 @@ def data():
     perm = np.random.default_rng(0).permutation(len(x))
     tr, te = perm[:1400], perm[1400:]
     return x[tr], y[tr], x[te], y[te]
+
+
+@pytest.fixture(scope="module")
+def samples(data):
+    """(x, y): the N_SAMPLES test samples the configs below select (seed 1), as the caller selects them."""
+    _, _, x, y = data
+    idx = select_samples(len(x), N_SAMPLES, seed=1)
+    return x[idx], y[idx]
 
 
 @pytest.fixture(scope="module")
@@ -66,25 +83,25 @@ def _cfg(attack, norm, sweep, **kw):
     return {"attack": attack, "norm": norm, "sweep": sweep, "n_samples": N_SAMPLES, "batch_size": 8, "seed": 1, **kw}
 
 
-def _run(model, data, cfg):
-    _, _, x, y = data
-    return A.minimal_perturbations(model, x, y, cfg, progress=False)
+def _run(model, samples, cfg):
+    x, y = samples
+    return A.minimal_perturbations(model, x, y, cfg, keep_adversarials=True, progress=False)
 
 
 @pytest.fixture(scope="module")
-def ddn(model, data):
-    return _run(model, data, _cfg("ddn", "L2", {"steps": [10, 100]}))
+def ddn(model, samples):
+    return _run(model, samples, _cfg("ddn", "L2", {"steps": [10, 100]}))
 
 
 @pytest.fixture(scope="module")
-def pgd(model, data):
-    return _run(model, data, _cfg("pgd", "Linf", {"steps": [10], "rel_stepsize": [0.1, 0.3]},
+def pgd(model, samples):
+    return _run(model, samples, _cfg("pgd", "Linf", {"steps": [10], "rel_stepsize": [0.1, 0.3]},
                                   search={"eps_max": 1.0, "eps_min": 1e-3, "steps": 6}))
 
 
-def _reverify(model, data, result):
+def _reverify(model, samples, result):
     """Independent re-check of every reported adversarial: one sample at a time, distances recomputed."""
-    _, _, x, y = data
+    x, y = samples
     x0, y0 = x[result.indices], y[result.indices]
     adv = result.adversarials
     for i in range(len(x0)):
@@ -102,10 +119,11 @@ def _reverify(model, data, result):
 
 
 # ------------------------------------------------------------------------------------ attacks
-def test_undefended_model_is_fooled_by_small_perturbations_on_every_sample(model, data, ddn, pgd):
+def test_undefended_model_is_fooled_by_small_perturbations_on_every_sample(model, data, samples, ddn, pgd):
     """No gradient masking: unbounded attacks flip every sample, with perturbations far below the
     distance between classes."""
-    xtr, ytr, x, y = data
+    xtr, ytr, _, _ = data
+    x, y = samples
     for r in (ddn, pgd):
         assert r.success.all() and np.isfinite(r.distances).all()
         assert r.clean_correct.all()  # at 0.98 accuracy these 16 samples happen to be right
@@ -119,14 +137,14 @@ def test_undefended_model_is_fooled_by_small_perturbations_on_every_sample(model
     assert 0.1 < np.median(ddn.distances) < 2.0 and 0.01 < np.median(pgd.distances) < 0.3
 
 
-def test_every_reported_adversarial_is_reverified(model, data, ddn, pgd):
-    _reverify(model, data, ddn)
-    _reverify(model, data, pgd)
+def test_every_reported_adversarial_is_reverified(model, samples, ddn, pgd):
+    _reverify(model, samples, ddn)
+    _reverify(model, samples, pgd)
 
 
-def test_sweep_keeps_the_per_sample_minimum_of_its_settings(model, data, ddn):
+def test_sweep_keeps_the_per_sample_minimum_of_its_settings(model, samples, ddn):
     # DDN is deterministic: the two-setting sweep must equal the per-sample min of the single settings
-    single = [_run(model, data, _cfg("ddn", "L2", {"steps": [s]})) for s in (10, 100)]
+    single = [_run(model, samples, _cfg("ddn", "L2", {"steps": [s]})) for s in (10, 100)]
     np.testing.assert_allclose(ddn.distances, np.minimum(single[0].distances, single[1].distances), rtol=1e-6)
     assert ddn.median <= min(s.median for s in single) + 1e-9
     # queries are counted, not guessed: DDN takes one gradient per step and nothing else
@@ -146,30 +164,29 @@ def test_pgd_epsilon_search_and_per_sample_epsilon(model, data, pgd):
     # forward passes that push boundary points past the verification margin
     for s in pgd.settings:
         assert s["grad_queries"] == 7 * 10
-        assert 7 * 11 <= s["queries"] <= 7 * (11 + len(A.PUSH_FACTORS))
+        assert 7 * 11 <= s["queries"] <= 7 * (11 + len(PUSH_FACTORS))
     # the per-sample radius is respected, sample by sample
-    fmodel = A.fb.PyTorchModel(model, bounds=(0, 1))
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
     x0 = torch.from_numpy(x[:6])
     eps = torch.tensor([0.01, 0.02, 0.05, 0.1, 0.2, 0.4]).reshape(-1, 1, 1, 1)
-    for cls, norm in ((A._LinfPGDPerSample, "Linf"), (A._L2PGDPerSample, "L2")):
+    for cls, norm in ((LinfPGDPerSample, "Linf"), (L2PGDPerSample, "L2")):
         scale = 1.0 if norm == "Linf" else 10.0
         adv = cls(steps=5, rel_stepsize=0.3).run(fmodel, x0, torch.from_numpy(y[:6]),
-                                                  epsilon=A.ep.astensor(eps * scale))
-        d = A.perturbation_norm((adv - x0).numpy(), norm)
+                                                  epsilon=ep.astensor(eps * scale))
+        d = perturbation_norm((adv - x0).numpy(), norm)
         assert np.all(d <= eps.flatten().numpy() * scale * (1 + 1e-5)), (norm, d)
         assert np.all(d >= eps.flatten().numpy() * scale * 0.5), (norm, d)  # uses its radius
 
 
-def test_misclassified_samples_count_zero_and_are_not_attacked(model, data):
-    _, _, x, y = data
+def test_misclassified_samples_count_zero_and_are_not_attacked(model, samples):
+    x, y = samples
     y_bad = y.copy()
-    idx = A.select_samples(len(x), N_SAMPLES, seed=1)
-    y_bad[idx[:3]] = (y[idx[:3]] + 1) % 10  # wrong labels: the model "misclassifies" these
-    r = A.minimal_perturbations(model, x, y_bad, _cfg("ddn", "L2", {"steps": [10]}), progress=False)
-    assert np.array_equal(r.indices, idx)
+    y_bad[:3] = (y[:3] + 1) % 10  # wrong labels: the model "misclassifies" these
+    r = _run(model, (x, y_bad), _cfg("ddn", "L2", {"steps": [10]}))
+    assert np.array_equal(r.indices, np.arange(N_SAMPLES))  # every given sample, none selected
     assert np.all(r.distances[:3] == 0) and np.all(r.distances[3:] > 0)
     assert not r.clean_correct[:3].any() and r.success.all()
-    np.testing.assert_array_equal(r.adversarials[:3], x[idx[:3]])
+    np.testing.assert_array_equal(r.adversarials[:3], x[:3])
     assert r.settings[0]["grad_queries"] == 10  # per attacked sample: the 3 were not attacked
 
 
@@ -183,62 +200,62 @@ class _FakeAttack:
         return inputs + self.shift
 
 
-def test_foolbox_output_is_not_trusted(model, data, monkeypatch):
-    monkeypatch.setitem(A._REGISTRY, ("L2", "fake"), A._Spec(_FakeAttack, "minimization"))
-    r = _run(model, data, _cfg("fake", "L2", {"shift": [0.0]}))
+def test_foolbox_output_is_not_trusted(model, samples, monkeypatch):
+    monkeypatch.setitem(REGISTRY, ("L2", "fake"), MinimizationAttack("fake", "L2", _FakeAttack))
+    r = _run(model, samples, _cfg("fake", "L2", {"shift": [0.0]}))
     assert not r.success.any() and np.isinf(r.distances).all()  # unchanged images are not adversarial
-    r = _run(model, data, _cfg("fake", "L2", {"shift": [5.0]}))
+    r = _run(model, samples, _cfg("fake", "L2", {"shift": [5.0]}))
     # clipped to [0, 1] before judging: all-white images; the distance is that of the clipped image
     assert r.success.any() and not r.success.all()  # a white image is some digit: a few are "fooled"
-    _reverify(model, data, r)
+    _reverify(model, samples, r)
     assert np.all(r.adversarials[r.success] == 1.0)
-    clean = data[2][r.indices][r.success].astype(np.float64)
+    clean = samples[0][r.indices][r.success].astype(np.float64)
     np.testing.assert_allclose(r.distances[r.success], np.sqrt(((1 - clean) ** 2).sum(axis=(1, 2, 3))))
 
 
-def test_brendel_bethge_starts_from_a_working_init_and_refines_it(model, data, ddn):
+def test_brendel_bethge_starts_from_a_working_init_and_refines_it(model, samples, ddn):
     compile_s = A.warm_up(("L2",))
     assert A.warm_up(("L2",)) == compile_s  # compiled once per process, then cached
-    bb_ddn = _run(model, data, _cfg("bb", "L2", {"steps": [20], "lr": [1e-2]}, init=["ddn"], init_steps=40))
+    bb_ddn = _run(model, samples, _cfg("bb", "L2", {"steps": [20], "lr": [1e-2]}, init=["ddn"], init_steps=40))
     # Brendel-Bethge only accepts points closer than its start: never worse than DDN(40) alone
-    single = _run(model, data, _cfg("ddn", "L2", {"steps": [40]}))
+    single = _run(model, samples, _cfg("ddn", "L2", {"steps": [40]}))
     assert bb_ddn.success.all()
     assert np.all(bb_ddn.distances <= single.distances * (1 + 1e-5))
     # from blended uniform noise (far away): still flips every sample, and lands near DDN's sizes
-    bb_blend = _run(model, data, _cfg("bb", "L2", {"steps": [50], "lr": [1e-2]}, init=["blended"], init_steps=50))
+    bb_blend = _run(model, samples, _cfg("bb", "L2", {"steps": [50], "lr": [1e-2]}, init=["blended"], init_steps=50))
     assert bb_blend.success.all()
     assert np.median(bb_blend.distances) < 2 * np.median(ddn.distances)
-    _reverify(model, data, bb_blend)
+    _reverify(model, samples, bb_blend)
     # the start is computed once per batch and shared by the settings of the sweep (counted once)
-    two = _run(model, data, _cfg("bb", "L2", {"steps": [5, 5]}, init=["ddn"], init_steps=40))
+    two = _run(model, samples, _cfg("bb", "L2", {"steps": [5, 5]}, init=["ddn"], init_steps=40))
     assert two.settings[0]["grad_queries"] == pytest.approx(two.settings[1]["grad_queries"] + 40)
     assert np.all(two.distances <= single.distances * (1 + 1e-5))
 
 
-def test_config_validation_and_sample_selection(model, data):
+def test_config_validation_and_sample_selection(data):
     _, _, x, y = data
     with pytest.raises(RobustnessInputError, match="stepsize.*not a hyper-parameter.*DDNAttack"):
-        A.parse_attack_config(_cfg("ddn", "L2", {"stepsize": [1]}))
+        A.resolve_attack_config(_cfg("ddn", "L2", {"stepsize": [1]}))
     with pytest.raises(RobustnessInputError, match="not available for norm Linf"):
-        A.parse_attack_config(_cfg("ddn", "Linf", {}))
+        A.resolve_attack_config(_cfg("ddn", "Linf", {}))
     with pytest.raises(RobustnessInputError, match="search"):
-        A.parse_attack_config(_cfg("ddn", "L2", {}, search={"steps": 3}))
+        A.resolve_attack_config(_cfg("ddn", "L2", {}, search={"steps": 3}))
     with pytest.raises(RobustnessInputError, match="n_samples"):
-        A.minimal_perturbations(model, x, y, {**_cfg("ddn", "L2", {}), "n_samples": len(x) + 1}, progress=False)
+        select_samples(len(x), len(x) + 1, seed=0)
     def no_none(v):
         return v is not None and all(map(no_none, v.values() if isinstance(v, dict) else
                                          v if isinstance(v, list) else []))
 
     for preset in A.ATTACK_PRESETS:
         for cfg in A.preset_configs(preset).values():
-            parsed = A.parse_attack_config(cfg)
-            # a parsed config is stored in the database and parsed again by the worker
-            assert A.parse_attack_config(parsed) == parsed and no_none(parsed)
+            parsed = A.resolve_attack_config(cfg)
+            # a resolved config is stored in the database and resolved again by the worker
+            assert A.resolve_attack_config(parsed) == parsed and no_none(parsed)
     assert set(A.ATTACK_PRESETS["paper"]["Linf-pgd"]["sweep"]["steps"]) == {10, 30, 50, 100, 200}
     assert A.ATTACK_PRESETS["paper"]["Linf-pgd"]["n_samples"] == 1000
-    a, b = A.select_samples(100, 10, seed=3), A.select_samples(100, 30, seed=3)
-    assert np.array_equal(a, A.select_samples(100, 10, seed=3)) and np.all(np.diff(a) > 0)
-    assert set(a) <= set(b) and not np.array_equal(a, A.select_samples(100, 10, seed=4))
+    a, b = select_samples(100, 10, seed=3), select_samples(100, 30, seed=3)
+    assert np.array_equal(a, select_samples(100, 10, seed=3)) and np.all(np.diff(a) > 0)
+    assert set(a) <= set(b) and not np.array_equal(a, select_samples(100, 10, seed=4))
 
 
 # ------------------------------------------------------------------------------------- scores

@@ -18,12 +18,9 @@ from pipeline.robustness.corruptions import (
     corruption_accuracy,
     summarize_corruptions,
 )
-from pipeline.robustness.noise import (
-    RobustnessInputError,
-    iter_noise_batches,
-    noise_accuracy,
-    predict_labels,
-)
+from pipeline.robustness.errors import RobustnessInputError
+from pipeline.robustness.images import predict_labels
+from pipeline.robustness.noise import iter_noise_batches, noise_accuracy
 
 torch.set_num_threads(1)
 
