@@ -23,11 +23,12 @@ import time
 import numpy as np
 import torch
 
+from pipeline.classifier.config import REGULARISER_DEFAULTS, resolve_regulariser, resolve_train_config
 from pipeline.classifier.resnet import build_classifier
 from pipeline.classifier.similarity_loss import SimilarityRegulariser, n_pairs
 from pipeline.classifier.tasks import augment_batch
-from pipeline.classifier.train import (REGULARISER_DEFAULTS, StimulusSampler, make_optimiser, resolve_device,
-                                       resolve_regulariser, resolve_train_config, train_step)
+from pipeline.classifier.train import StimulusSampler, make_optimiser, train_step
+from pipeline.devices import resolve_device
 
 
 def pixel_target(stimuli: np.ndarray) -> np.ndarray:

@@ -8,11 +8,12 @@ Layers the similarity regulariser can read (the paper's conv 1, 5, 9, 13, 17 of 
 ``'conv1'`` (stem output, after ReLU) and ``'layer1'`` .. ``'layer4'`` (output of each stage, after its last
 ReLU). Written here rather than taken from torchvision, whose ResNets are the ImageNet variant (7 x 7 stem,
 max-pool, 3 input channels) and which this project does not depend on.
+
+``ARCHITECTURES`` names the networks that can be trained (name -> description); the schema's Architecture
+lookup is built from it and :func:`build_classifier` accepts exactly its keys.
 """
 
 from __future__ import annotations
-
-from pipeline.errors import NeuralRegError
 
 import re
 from collections.abc import Sequence
@@ -21,13 +22,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.errors import ConfigError
+
 LAYER_NAMES = ("conv1", "layer1", "layer2", "layer3", "layer4")
 BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 STANDARD_WIDTH = 64
 NARROW_WIDTH = 16
 
+# The architectures that can be trained: what the schema's Architecture lookup lists, and exactly the names
+# build_classifier accepts. A name says how to build its network (see parse_arch).
+ARCHITECTURES: dict[str, str] = {
+    "resnet18": "ResNet18 for 32x32 grayscale (3x3 stem, no max-pool), width 64: the paper's CIFAR-10 net",
+    "resnet34": "ResNet34 for 32x32 grayscale, width 64: the paper's CIFAR-100 net",
+    "resnet18-narrow": f"ResNet18 at width {NARROW_WIDTH}: for CPU runs",
+}
 
-class ArchitectureError(NeuralRegError):
+
+class ArchitectureError(ConfigError):
     """An unknown architecture name or layer name."""
 
 
@@ -128,7 +139,10 @@ ARCH_PATTERN = re.compile(r"^(resnet18|resnet34)(?:-(narrow|w(\d+)))?$")
 
 
 def parse_arch(arch: str) -> tuple[tuple[int, ...], int]:
-    """'resnet18' | 'resnet34' with optional '-narrow' (width 16) or '-w<N>' -> (blocks, width)."""
+    """What a name builds: 'resnet18' | 'resnet34' with optional '-narrow' (width 16) or '-w<N>' -> (blocks, width).
+
+    Any such name parses; build_classifier builds only the names listed in ARCHITECTURES.
+    """
     m = ARCH_PATTERN.match(arch)
     if m is None:
         raise ArchitectureError(f"architecture {arch!r} is unknown: use 'resnet18' or 'resnet34', optionally with "
@@ -144,6 +158,8 @@ def parse_arch(arch: str) -> tuple[tuple[int, ...], int]:
 
 
 def build_classifier(arch: str, n_classes: int, in_channels: int = 1) -> ResNet:
-    """A freshly initialised ResNet for ``arch`` (e.g. 'resnet18', 'resnet34', 'resnet18-narrow', 'resnet18-w8')."""
+    """A freshly initialised ResNet for ``arch``, a key of ARCHITECTURES (e.g. 'resnet18', 'resnet18-narrow')."""
+    if arch not in ARCHITECTURES:
+        raise ArchitectureError(f"architecture {arch!r} is unknown: use one of {sorted(ARCHITECTURES)}")
     blocks, width = parse_arch(arch)
     return ResNet(blocks, n_classes, width=width, in_channels=in_channels)

@@ -17,19 +17,29 @@ One forward pass of B stimuli therefore yields B (B - 1) / 2 pairs (21 for B = 7
 
 from __future__ import annotations
 
-from pipeline.errors import NeuralRegError
-
 from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.errors import NeuralRegError
+
 LOSS_FORMS = {"arctanh": 1.0, "arctanh-4x": 4.0}
 
 
 class RegulariserError(NeuralRegError):
     """Bad regulariser configuration or input."""
+
+
+def check_settings(momentum: float, clip_eps: float, loss_form: str) -> None:
+    """The regulariser's settings are usable: momentum in [0, 1), clip_eps in (0, 1), a known loss_form."""
+    if not 0.0 <= momentum < 1.0:
+        raise RegulariserError(f"momentum={momentum} must lie in [0, 1)")
+    if not 0.0 < clip_eps < 1.0:
+        raise RegulariserError(f"clip_eps={clip_eps} must lie in (0, 1)")
+    if loss_form not in LOSS_FORMS:
+        raise RegulariserError(f"loss_form={loss_form!r} is unknown: use one of {sorted(LOSS_FORMS)}")
 
 
 class SimilarityRegulariser(nn.Module):
@@ -46,12 +56,7 @@ class SimilarityRegulariser(nn.Module):
         super().__init__()
         if not layer_channels:
             raise RegulariserError("layer_channels is empty: name at least one layer, e.g. {'layer1': 64}")
-        if not 0.0 <= momentum < 1.0:
-            raise RegulariserError(f"momentum={momentum} must lie in [0, 1)")
-        if not 0.0 < clip_eps < 1.0:
-            raise RegulariserError(f"clip_eps={clip_eps} must lie in (0, 1)")
-        if loss_form not in LOSS_FORMS:
-            raise RegulariserError(f"loss_form={loss_form!r} is unknown: use one of {sorted(LOSS_FORMS)}")
+        check_settings(momentum, clip_eps, loss_form)
         self.layers = tuple(layer_channels)
         self.momentum, self.clip_eps, self.loss_form = float(momentum), float(clip_eps), loss_form
         self.beta = nn.Parameter(torch.zeros(len(self.layers)))

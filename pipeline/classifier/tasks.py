@@ -1,6 +1,7 @@
 """Classification task data sets and their augmentation, as grayscale 32 x 32 images in [0, 1].
 
-Tasks (the ``name`` given to :func:`load_task`):
+Tasks (the ``name`` given to :func:`load_task`); the named ones, with their number of classes, are ``TASKS``,
+from which the schema's TaskDataset lookup is built:
 
 - ``'cifar10-gray'`` / ``'cifar100-gray'``: the OFFICIAL python archives (``cifar-10-python.tar.gz`` /
   ``cifar-100-python.tar.gz``) read from ``root`` (default: env ``NEURALREG_DATA``, else ``./data``), their md5
@@ -17,8 +18,6 @@ the grayscale images is the same operation.
 
 from __future__ import annotations
 
-from pipeline.errors import NeuralRegError
-
 import hashlib
 import io
 import os
@@ -32,8 +31,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.errors import NeuralRegError
+
 IMAGE_SIZE = 32
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 (R, G, B), as PIL's convert('L')
+
+# name -> (number of classes, description); 'folder:<path>' tasks are not listed (their classes are their folders).
+TASKS: dict[str, tuple[int, str]] = {
+    "digits": (10, "scikit-learn's 8x8 digits resized to 32x32: embedded, for the offline demo and tests"),
+    "cifar10-gray": (10, "CIFAR-10 in grayscale (ITU-R 601 luma), from the official python archive"),
+    "cifar100-gray": (100, "CIFAR-100 in grayscale (ITU-R 601 luma), from the official python archive"),
+}
 
 
 class TaskDataError(NeuralRegError):
@@ -51,7 +59,6 @@ class CifarSpec:
     meta_member: str
     label_key: bytes
     names_key: bytes
-    n_classes: int
 
 
 CIFAR_SPECS = {
@@ -65,7 +72,6 @@ CIFAR_SPECS = {
         meta_member="batches.meta",
         label_key=b"labels",
         names_key=b"label_names",
-        n_classes=10,
     ),
     "cifar100-gray": CifarSpec(
         archive="cifar-100-python.tar.gz",
@@ -77,7 +83,6 @@ CIFAR_SPECS = {
         meta_member="meta",
         label_key=b"fine_labels",
         names_key=b"fine_label_names",
-        n_classes=100,
     ),
 }
 
@@ -139,8 +144,7 @@ def load_task(name: str, root: str | os.PathLike | None = None, download: bool =
         return load_folder(name[len("folder:"):])
     if name == "digits":
         return load_digits()
-    raise TaskDataError(f"task name {name!r} is unknown: use one of {sorted(CIFAR_SPECS)}, 'digits' "
-                        "or 'folder:<path>'")
+    raise TaskDataError(f"task name {name!r} is unknown: use one of {sorted(TASKS)} or 'folder:<path>'")
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -203,6 +207,7 @@ def fetch(url: str, path: Path) -> None:
 
 def read_cifar_archive(path: Path, spec: CifarSpec, name: str) -> TaskData:
     """Parse an official-format CIFAR tar.gz (pickled batches with b'data' (N, 3072) uint8 and labels)."""
+    n_classes = TASKS[name][0]
     try:
         with tarfile.open(path, "r:gz") as tar:
             members = {m.name: m for m in tar.getmembers() if m.isfile()}
@@ -220,24 +225,24 @@ def read_cifar_archive(path: Path, spec: CifarSpec, name: str) -> TaskData:
                     raise TaskDataError(f"task {name!r}: member {key} of {path} is not a readable pickle "
                                         f"({err!r}); download the archive again from {spec.url}") from err
 
-            train = [batch_arrays(unpickle(m), spec, f"{path}:{m}") for m in spec.train_members]
-            test = batch_arrays(unpickle(spec.test_member), spec, f"{path}:{spec.test_member}")
+            train = [batch_arrays(unpickle(m), spec, n_classes, f"{path}:{m}") for m in spec.train_members]
+            test = batch_arrays(unpickle(spec.test_member), spec, n_classes, f"{path}:{spec.test_member}")
             meta = unpickle(spec.meta_member)
     except (tarfile.TarError, EOFError, OSError) as err:
         raise TaskDataError(f"task {name!r}: {path} is not a readable tar.gz archive ({err}); "
                             f"download it again from {spec.url}") from err
     names = meta.get(spec.names_key) if isinstance(meta, dict) else None
-    if names is None or len(names) != spec.n_classes:
+    if names is None or len(names) != n_classes:
         raise TaskDataError(f"task {name!r}: {path}:{spec.meta_member} must hold {spec.names_key!r} with "
-                            f"{spec.n_classes} names; download the archive again from {spec.url}")
+                            f"{n_classes} names; download the archive again from {spec.url}")
     class_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
     train_rgb = np.concatenate([x for x, _ in train])
     train_y = np.concatenate([y for _, y in train])
     return TaskData(name=name, train_x=to_gray(train_rgb), train_y=train_y, test_x=to_gray(test[0]),
-                    test_y=test[1], n_classes=spec.n_classes, class_names=class_names, hflip=True)
+                    test_y=test[1], n_classes=n_classes, class_names=class_names, hflip=True)
 
 
-def batch_arrays(batch: dict, spec: CifarSpec, where: str) -> tuple[np.ndarray, np.ndarray]:
+def batch_arrays(batch: dict, spec: CifarSpec, n_classes: int, where: str) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch -> (N, 3, 32, 32) uint8 RGB and (N,) int64 labels, validated."""
     if not isinstance(batch, dict) or b"data" not in batch or spec.label_key not in batch:
         raise TaskDataError(f"{where}: a batch must be a dict with b'data' and {spec.label_key!r}; "
@@ -250,8 +255,8 @@ def batch_arrays(batch: dict, spec: CifarSpec, where: str) -> tuple[np.ndarray, 
     if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
         raise TaskDataError(f"{where}: {spec.label_key!r} must hold {data.shape[0]} integer labels, "
                             f"got shape {labels.shape} {labels.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() >= spec.n_classes):
-        raise TaskDataError(f"{where}: labels must lie in [0, {spec.n_classes})")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise TaskDataError(f"{where}: labels must lie in [0, {n_classes})")
     return data.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE), labels.astype(np.int64)
 
 
@@ -342,7 +347,8 @@ def load_digits() -> TaskData:
                                            random_state=SPLIT_SEED)
     train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
     return TaskData(name="digits", train_x=x[train_idx], train_y=y[train_idx], test_x=x[test_idx],
-                    test_y=y[test_idx], n_classes=10, class_names=tuple(str(k) for k in range(10)), hflip=False)
+                    test_y=y[test_idx], n_classes=TASKS["digits"][0], class_names=tuple(str(k) for k in range(10)),
+                    hflip=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------

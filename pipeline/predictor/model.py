@@ -28,7 +28,7 @@ from .shifter import Shifter
 N_BEHAVIOR = 3
 NONLINEARITIES = ("elu1", "softplus")
 
-# The architecture part of a predictor config (train.DEFAULT_CONFIG adds the training part).
+# The architecture part of a predictor config (config.DEFAULT_CONFIG adds the training part).
 MODEL_DEFAULTS = {
     "core_channels": 32,
     "core_layers": 3,

@@ -14,11 +14,10 @@ units of each neuron's training std), plus the model's regulariser. Adam; after 
 without a better validation correlation the best weights are restored and the learning rate decays, at
 most ``lr_decay_steps`` times, then training stops. The held-out correlation v_a (Eq 6) is computed on
 single trials of the 'oracle' tier (else 'test') with each trial's own behaviour and eye position.
+The configuration is the one config.resolve_config returns (resolved when it is entered, run as given here).
 """
 
 from __future__ import annotations
-
-from pipeline.errors import NeuralRegError
 
 import copy
 import math
@@ -29,43 +28,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .model import MODEL_DEFAULTS, PredictiveModel, build_model
+from pipeline.devices import resolve_device
+from pipeline.errors import NeuralRegError
+from pipeline.recording.scan_data import TIERS
 
-TRAIN_DEFAULTS = {
-    "readout_init": "receptive_field",  # 'receptive_field' (data-driven start, readout.py) | 'random'
-    "lr": 5e-3,
-    "batch_size": 64,
-    "max_epochs": 200,
-    "patience": 5,            # epochs without improvement before restoring the best weights and decaying lr
-    "lr_decay_steps": 3,      # lr decays before stopping
-    "lr_decay_factor": 0.3,
-    "tolerance": 1e-4,        # a validation correlation must beat the best by this much to count
-    "eval_batch_size": 256,
-    "device": "auto",         # 'auto' (CUDA if available) | 'cpu' | 'cuda' | 'cuda:K'
-}
+from .config import resolve_config
+from .model import PredictiveModel, build_model
 
-DEFAULT_CONFIG = {**MODEL_DEFAULTS, **TRAIN_DEFAULTS}
-
-# Small and fast: 1000 + 500 trials x 500 neurons of 36 x 64 pixels train in about 30-40 s on one CPU core
-# (a strided first layer makes an 18 x 32 feature map; 12 channels; 30 epochs at most).
-CPU_FAST_CONFIG = {
-    **DEFAULT_CONFIG,
-    "core_channels": 12,
-    "input_kernel": 9,
-    "hidden_kernel": 3,
-    "input_stride": 2,
-    "max_epochs": 30,
-    "patience": 3,
-    "lr_decay_steps": 1,
-    "device": "cpu",
-}
-
-TIERS = ("train", "validation", "test", "oracle")
 DATA_FIELDS = ("images", "responses", "behavior", "pupil_center", "tiers")
 
 
 class PredictorDataError(NeuralRegError):
-    """Bad training data or config: the message names the field and the fix."""
+    """Bad training data: the message names the field and the fix."""
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
@@ -91,37 +65,6 @@ def correlation_per_neuron(measured: np.ndarray, predicted: np.ndarray) -> np.nd
 def poisson_loss(rate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Poisson negative log-likelihood (without the log-factorial), mean over trials, sum over neurons."""
     return (rate - target * torch.log(rate + eps)).sum(dim=1).mean()
-
-
-def resolve_config(config: dict | None) -> dict:
-    """DEFAULT_CONFIG updated with ``config``; unknown keys raise PredictorDataError."""
-    config = dict(config or {})
-    unknown = sorted(set(config) - set(DEFAULT_CONFIG))
-    if unknown:
-        raise PredictorDataError(f"predictor config: unknown keys {unknown}. Fix: use keys of DEFAULT_CONFIG: "
-                                 f"{sorted(DEFAULT_CONFIG)}")
-    cfg = {**DEFAULT_CONFIG, **config}
-    for key in ("batch_size", "max_epochs", "eval_batch_size"):
-        if int(cfg[key]) < 1:
-            raise PredictorDataError(f"predictor config: field '{key}' must be >= 1, got {cfg[key]}")
-    if cfg["readout_init"] not in ("receptive_field", "random"):
-        raise PredictorDataError(f"predictor config: field 'readout_init' must be 'receptive_field' or 'random', "
-                                 f"got {cfg['readout_init']!r}")
-    if cfg["lr"] <= 0 or not 0 < cfg["lr_decay_factor"] < 1:
-        raise PredictorDataError(f"predictor config: fields 'lr' ({cfg['lr']}) must be > 0 and 'lr_decay_factor' "
-                                 f"({cfg['lr_decay_factor']}) in (0, 1)")
-    return cfg
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; a CUDA device that is not available raises."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PredictorDataError(f"predictor config: field 'device' is {str(device)!r} but CUDA is not available. "
-                                 "Fix: use 'auto' or 'cpu'")
-    return device
 
 
 def validate_data(data: dict) -> dict:
@@ -278,12 +221,13 @@ def _train_epoch(model, optimizer, t: dict, train_idx: torch.Tensor, batch_size:
     return total / n_batches
 
 
-def train_predictor(data: dict, config: dict | None = None, seed: int = 0, device: str | None = None,
+def train_predictor(data: dict, config: dict | str | None = None, seed: int = 0, device: str | None = None,
                     progress: bool = True) -> PredictorResult:
     """Train a predictive model on one scan's trials (see the module docstring for ``data``).
 
-    config: overrides of DEFAULT_CONFIG; seed: fixes initialisation, batch order and readout sampling
-    (identical weights on CPU for the same seed); device: overrides config['device'].
+    config: a resolved predictor configuration (config.resolve_config), or anything that resolves to one (a
+    preset name, a dict of overrides); a resolved one is used as it is. seed: fixes initialisation, batch order
+    and readout sampling (identical weights on CPU for the same seed); device: overrides config['device'].
     The global torch RNG state is left as it was.
     """
     cfg = resolve_config(config)
@@ -310,38 +254,38 @@ def train_predictor(data: dict, config: dict | None = None, seed: int = 0, devic
         train_idx = torch.as_tensor(train_idx_np)
         val_idx = np.flatnonzero(tiers == "validation")
         generator = torch.Generator().manual_seed(seed)
-        lr = float(cfg["lr"])
+        lr = cfg["lr"]
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 
         curves = {"train_loss": [], "val_correlation": [], "lr": []}
         best_val, best_epoch, best_state = -np.inf, 0, copy.deepcopy(model.state_dict())
         bad_epochs, decays, epoch = 0, 0, 0
-        bar = tqdm(range(1, int(cfg["max_epochs"]) + 1), desc=f"predictor seed={seed}", disable=not progress,
+        bar = tqdm(range(1, cfg["max_epochs"] + 1), desc=f"predictor seed={seed}", disable=not progress,
                    leave=False)
         for epoch in bar:
-            loss = _train_epoch(model, optimizer, t, train_idx, int(cfg["batch_size"]), generator)
-            val = float(_evaluate(model, t, val_idx, int(cfg["eval_batch_size"])).mean())
+            loss = _train_epoch(model, optimizer, t, train_idx, cfg["batch_size"], generator)
+            val = float(_evaluate(model, t, val_idx, cfg["eval_batch_size"]).mean())
             curves["train_loss"].append(loss)
             curves["val_correlation"].append(val)
             curves["lr"].append(lr)
             bar.set_postfix(loss=f"{loss:.3f}", val_corr=f"{val:.3f}", lr=f"{lr:.1e}")
-            if val > best_val + float(cfg["tolerance"]):
+            if val > best_val + cfg["tolerance"]:
                 best_val, best_epoch, best_state = val, epoch, copy.deepcopy(model.state_dict())
                 bad_epochs = 0
             else:
                 bad_epochs += 1
-            if bad_epochs >= int(cfg["patience"]):
-                if decays >= int(cfg["lr_decay_steps"]):
+            if bad_epochs >= cfg["patience"]:
+                if decays >= cfg["lr_decay_steps"]:
                     break
                 decays, bad_epochs = decays + 1, 0
                 model.load_state_dict(best_state)
-                lr *= float(cfg["lr_decay_factor"])
+                lr *= cfg["lr_decay_factor"]
                 for group in optimizer.param_groups:
                     group["lr"] = lr
         bar.close()
         model.load_state_dict(best_state)
         tier = heldout_tier(tiers)
-        correlation = _evaluate(model, t, np.flatnonzero(tiers == tier), int(cfg["eval_batch_size"]))
+        correlation = _evaluate(model, t, np.flatnonzero(tiers == tier), cfg["eval_batch_size"])
     return PredictorResult(
         state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         config=cfg, curves=curves, correlation=correlation, heldout_tier=tier, best_epoch=best_epoch,

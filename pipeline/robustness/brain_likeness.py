@@ -1,7 +1,9 @@
 """How brain-like a classifier's representation is: its own similarity (Eq 9-10) against a neural target.
 
 Measured on images the classifier was not regularised with (the target's held-out images), so a regularised
-network cannot score by having memorised its target entries.
+network cannot score by having memorised its target entries. The score is the Pearson correlation of the
+off-diagonal entries (oracle.similarity.offdiagonal_correlation, the one the report uses too): NaN when either
+matrix is constant off the diagonal.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from pipeline.oracle.similarity import population_similarity
-
 from pipeline.classifier.resnet import LAYER_NAMES
+from pipeline.oracle.similarity import offdiagonal_correlation, population_similarity
 
 
 def layer_similarities(model, stimuli: np.ndarray, layers: Sequence[str] = LAYER_NAMES,
@@ -41,10 +42,16 @@ def combined_similarity(per_layer: Mapping[str, np.ndarray], gamma: Mapping[str,
     return sum(w * per_layer[k] for w, k in zip(weights, layers)).astype(np.float32)
 
 
-def similarity_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of the off-diagonal entries (i < j) of two (n, n) similarity matrices."""
-    iu = np.triu_indices(a.shape[0], k=1)
-    x, y = a[iu].astype(np.float64), b[iu].astype(np.float64)
-    x, y = x - x.mean(), y - y.mean()
-    denom = np.sqrt((x * x).sum() * (y * y).sum())
-    return float((x * y).sum() / denom) if denom > 0 else 0.0
+def brain_likeness(model, stimuli: np.ndarray, target: np.ndarray,
+                   gamma: Mapping[str, float] | None) -> tuple[float, dict[str, float]]:
+    """(combined r, {layer: r}): the classifier's similarity on ``stimuli`` against ``target`` (n, n).
+
+    stimuli: (n, H, W) in [0, 255], the target's held-out images; gamma: the trained network's {layer: softmax
+    weight} (Table 1), {} or None when it was not regularised. The combined similarity (Eq 10) sums the
+    regularised layers weighted by gamma, or all layers with uniform weights when there is no gamma; the
+    per-layer correlations cover every readable layer either way.
+    """
+    per_layer = layer_similarities(model, stimuli)
+    used = {k: v for k, v in per_layer.items() if not gamma or k in gamma}
+    combined = offdiagonal_correlation(combined_similarity(used, gamma), target)
+    return combined, {k: offdiagonal_correlation(v, target) for k, v in per_layer.items()}

@@ -7,16 +7,25 @@ import pytest
 import torch
 import torch.nn as nn
 
+from pipeline.classifier.checkpoints import CHECKPOINT_FILE
+from pipeline.classifier.config import (TRAIN_PRESETS, TrainConfigError, learning_rate, resolve_regulariser,
+                                        resolve_train_config)
+from pipeline.classifier.inference import load_classifier, predict_logits
+from pipeline.classifier.resnet import ARCHITECTURES
 from pipeline.classifier.tasks import load_task
-from pipeline.classifier.train import (CHECKPOINT_FILE, TRAIN_PRESETS, TrainConfigError, learning_rate,
-                                       load_classifier, predict_logits, resolve_regulariser, resolve_train_config,
-                                       train_classifier)
+from pipeline.classifier.train import train_classifier
 
 torch.set_num_threads(1)
 
 ARCH = "resnet18-w4"
 CONFIG = dict(preset="cpu-test", batch_size=32, max_steps_per_epoch=4, epochs=3, eval_batch_size=100)
 REG = dict(alpha=2.0, batch_size=7)
+
+
+@pytest.fixture(autouse=True)
+def tiny_architecture(monkeypatch):
+    """A width-4 ResNet18, known to build_classifier for these tests only: seconds per run."""
+    monkeypatch.setitem(ARCHITECTURES, ARCH, "ResNet18 at width 4: for unit tests")
 
 
 @pytest.fixture(scope="module")

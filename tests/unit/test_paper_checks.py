@@ -12,7 +12,8 @@ import torch
 
 from pipeline.oracle.statistics import oracle_stats, repeat_fluctuations, scan_fluctuations
 from pipeline.oracle.similarity import model_similarity, oracle_similarity, population_similarity
-from pipeline.predictor.train import CPU_FAST_CONFIG, predict, train_predictor
+from pipeline.predictor.config import CPU_FAST_CONFIG
+from pipeline.predictor.train import predict, train_predictor
 from pipeline.recording.simulator import simulate_scans
 
 

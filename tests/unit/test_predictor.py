@@ -14,8 +14,8 @@ from pipeline.predictor.core import DenseCore, laplace_penalty
 from pipeline.predictor.model import build_model
 from pipeline.predictor.modulator import Modulator
 from pipeline.predictor.readout import GaussianReadout, PointReadout, receptive_field_positions
-from pipeline.predictor.train import (CPU_FAST_CONFIG, DEFAULT_CONFIG, PredictorDataError, correlation_per_neuron,
-                                      load_model, predict, train_predictor)
+from pipeline.predictor.config import CPU_FAST_CONFIG, DEFAULT_CONFIG, PredictorConfigError
+from pipeline.predictor.train import PredictorDataError, correlation_per_neuron, load_model, predict, train_predictor
 
 torch.set_num_threads(1)
 
@@ -328,7 +328,7 @@ def test_bad_data_is_refused_with_the_field_named(population, change, field):
 
 
 def test_bad_config_is_refused(population):
-    with pytest.raises(PredictorDataError, match="unknown keys"):
+    with pytest.raises(PredictorConfigError, match="learning_rate"):
         train_predictor(population[0], {"learning_rate": 0.1}, progress=False)
     with pytest.raises(ValueError, match="readout"):
         build_model({"readout": "linear"}, 3, SHAPE)

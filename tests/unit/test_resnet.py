@@ -4,9 +4,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pipeline.classifier.resnet import LAYER_NAMES, ArchitectureError, build_classifier, parse_arch
+from pipeline.classifier.resnet import ARCHITECTURES, LAYER_NAMES, ArchitectureError, build_classifier, parse_arch
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def tiny_architecture(monkeypatch):
+    """A width-4 ResNet18, known to build_classifier for these tests only."""
+    monkeypatch.setitem(ARCHITECTURES, "resnet18-w4", "ResNet18 at width 4: for unit tests")
 
 
 def expected_params(blocks, width, n_classes, in_channels=1):
@@ -82,3 +88,13 @@ def test_bad_names_are_clear_errors():
         build_classifier("vgg19", 10)
     with pytest.raises(ArchitectureError, match="layer5"):
         build_classifier("resnet18-w4", 10).features(torch.rand(1, 1, 8, 8), ["layer5"])
+
+
+def test_build_classifier_knows_exactly_the_listed_architectures(monkeypatch):
+    monkeypatch.delitem(ARCHITECTURES, "resnet18-w4")
+    assert set(ARCHITECTURES) == {"resnet18", "resnet34", "resnet18-narrow"}
+    for arch in ARCHITECTURES:
+        assert build_classifier(arch, 10).blocks == parse_arch(arch)[0]
+    assert parse_arch("resnet18-w4") == ((2, 2, 2, 2), 4)  # a name that parses is not yet one that is built
+    with pytest.raises(ArchitectureError, match="resnet18-w4"):
+        build_classifier("resnet18-w4", 10)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.classifier.resnet import build_classifier
+from pipeline.classifier.resnet import ARCHITECTURES, build_classifier
 from pipeline.classifier.similarity_loss import (RegulariserError, SimilarityRegulariser, min_batch_for_pairs,
                                                  n_pairs)
 
@@ -122,12 +122,13 @@ def pixel_similarity(stimuli):
     return (u @ u.T).astype(np.float32)
 
 
-def test_similarity_loss_falls_when_training_toward_a_matchable_target():
+def test_similarity_loss_falls_when_training_toward_a_matchable_target(monkeypatch):
     """A network trained on L_sim alone approaches the pixel similarity of its stimuli."""
     rng = np.random.default_rng(0)
     coarse = torch.from_numpy(rng.random((24, 1, 5, 9)).astype(np.float32))
     stimuli = torch.nn.functional.interpolate(coarse, size=(18, 32), mode="bilinear", align_corners=False)
     target = torch.from_numpy(pixel_similarity(stimuli.numpy()))
+    monkeypatch.setitem(ARCHITECTURES, "resnet18-w4", "ResNet18 at width 4: for unit tests")
     torch.manual_seed(0)
     model = build_classifier("resnet18-w4", 10)
     channels = model.layer_channels()

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.classifier.tasks import (CIFAR_SPECS, TaskDataError, augment_batch, crop_flip, load_task, to_gray)
+from pipeline.classifier.tasks import (CIFAR_SPECS, TASKS, TaskDataError, augment_batch, crop_flip, load_task,
+                                       to_gray)
 
 torch.set_num_threads(1)
 
@@ -115,6 +116,13 @@ def test_wrong_shapes_and_missing_members(tmp_path):
 def test_unknown_task_name():
     with pytest.raises(TaskDataError, match="unknown"):
         load_task("mnist")
+
+
+def test_named_tasks_are_the_loaders_tasks_with_their_class_counts():
+    assert set(TASKS) == set(CIFAR_SPECS) | {"digits"}
+    assert {name: n for name, (n, _) in TASKS.items()} == {"digits": 10, "cifar10-gray": 10, "cifar100-gray": 100}
+    assert load_task("digits").n_classes == TASKS["digits"][0]
+    assert all(isinstance(description, str) and description for _, description in TASKS.values())
 
 
 def test_digits_shapes_split_and_determinism():
