@@ -1,6 +1,11 @@
-"""The result tables as tidy pandas DataFrames, one row per observation, labelled by regulariser and seed.
+"""The result tables as tidy pandas DataFrames, one row per observation, labelled by condition and seed.
 
-An "experiment" is one (task, arch, train config): regularisers are compared within it, seeds paired.
+An "experiment" is one (task, arch, train config): regularisers are compared within it, seeds paired. A
+condition is (regulariser, alpha): ``regulariser`` is the label of the target's kind ('None', 'Neural',
+'Shuffle', 'Pixel', ...; see pipeline.report.conditions) and never carries the alpha, which is a column of its
+own (None has alpha 0). Every frame derived from :func:`classifiers` carries the experiment columns and
+regulariser, kind, alpha, seed. Each function names the table(s) it reads; the figure functions of
+pipeline.report.figures name the function here that feeds them.
 """
 
 from __future__ import annotations
@@ -8,76 +13,100 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-KIND_LABELS = {None: "None", "neural-model": "Neural", "neural-data": "Neural (data)", "shuffle": "Shuffle",
-               "pixel": "Pixel", "feature-model": "VGG", "random": "Random"}
+from pipeline.report.conditions import BASELINE_KIND, KIND_LABELS, regulariser_label
+
 EXPERIMENT = ["task", "arch", "train_name"]
+CONDITION = ["regulariser", "kind", "alpha", "seed"]  # what every derived frame carries besides EXPERIMENT
+CLASSIFIER_COLUMNS = ["key"] + EXPERIMENT + ["regulariser", "kind", "alpha", "regulariser_name", "seed",
+                      "test_accuracy", "wall_time"]
+
+__all__ = ["EXPERIMENT", "CONDITION", "KIND_LABELS", "classifiers", "noise", "scores", "query_curves",
+           "layer_weights", "corruptions", "brain_likeness", "similarity_scans", "oracle_statistics", "stability",
+           "experiments", "restrict"]
 
 
 def classifiers() -> pd.DataFrame:
-    """One row per trained classifier: experiment, regulariser label, alpha, seed, clean accuracy and its key."""
+    """One row per trained classifier: its key, experiment, condition, seed, clean accuracy and training time.
+
+    Source: classifier.TrainedClassifier x classifier.Regulariser x classifier.TrainConfig, the kind from
+    target.TargetConfig (through the regulariser's target_hash; no target = kind 'none', label 'None').
+    Columns: CLASSIFIER_COLUMNS.
+    """
     from schemas import classifier, target
 
-    rows = (classifier.TrainedClassifier * classifier.Regulariser * classifier.TrainConfig.proj("train_name")
-            ).to_dicts()
+    query = (classifier.TrainedClassifier.proj("test_accuracy", "wall_time")
+             * classifier.Regulariser.proj("regulariser_name", "alpha", "target_hash")
+             * classifier.TrainConfig.proj("train_name"))
+    rows = query.to_dicts()
     kinds = dict(zip(*target.TargetConfig.to_arrays("target_hash", "kind"))) if len(target.TargetConfig()) else {}
-    out = []
     key_names = classifier.TrainedClassifier.primary_key
+    out = []
     for r in rows:
-        kind = kinds.get(r["target_hash"]) if r["target_hash"] else None
+        kind = kinds.get(r["target_hash"], BASELINE_KIND) if r["target_hash"] else BASELINE_KIND
         out.append({"key": {k: r[k] for k in key_names}, "task": r["task"], "arch": r["arch"],
-                    "train_name": r["train_name"], "kind": kind or "none", "regulariser": KIND_LABELS.get(kind, kind),
-                    "alpha": float(r["alpha"]),
-                    "regulariser_name": r["regulariser_name"], "seed": int(r["classifier_seed"]),
-                    "test_accuracy": float(r["test_accuracy"]), "wall_time": float(r["wall_time"])})
-    df = pd.DataFrame(out)
-    if df.empty:
-        return df
-    # several alphas of one kind (an alpha sweep): name them apart, except the main comparison keeps the label
-    for label, group in df.groupby("regulariser"):
-        if group["alpha"].nunique() > 1:
-            df.loc[group.index, "regulariser"] = [f"{label} (alpha={a:g})" for a in group["alpha"]]
-    return df
+                    "train_name": r["train_name"], "regulariser": regulariser_label(kind), "kind": kind,
+                    "alpha": float(r["alpha"]), "regulariser_name": r["regulariser_name"],
+                    "seed": int(r["classifier_seed"]), "test_accuracy": float(r["test_accuracy"]),
+                    "wall_time": float(r["wall_time"])})
+    return pd.DataFrame(out, columns=CLASSIFIER_COLUMNS)
 
 
 def _join(base: pd.DataFrame, rows: list[tuple[dict, dict]]) -> pd.DataFrame:
-    """Result rows labelled with their classifier's experiment, regulariser and seed.
+    """Result rows labelled with their classifier's experiment, condition and seed (classifiers not in base
+    are dropped).
 
     rows: (database row carrying a classifier key, the values to keep) pairs.
     """
     if not rows or base.empty:
         return pd.DataFrame()
-    index = {tuple(sorted(k.items())): i for i, k in enumerate(base["key"])}
     key_names = list(base["key"].iloc[0])
+    index = {tuple(k[n] for n in key_names): i for i, k in enumerate(base["key"])}
+    labels = base[EXPERIMENT + CONDITION].to_dict("records")
     out = []
     for row, values in rows:
-        i = index.get(tuple(sorted((k, row[k]) for k in key_names)))
+        i = index.get(tuple(row[n] for n in key_names))
         if i is not None:
-            info = base.iloc[i]
-            out.append({**{c: info[c] for c in EXPERIMENT + ["regulariser", "kind", "alpha", "seed"]}, **values})
+            out.append({**labels[i], **values})
     return pd.DataFrame(out)
 
 
 def noise(base: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy under Gaussian noise, one row per (classifier, noise config, std).
+
+    Source: robustness.NoiseRobustness x robustness.NoiseConfig (noise_name). Feeds figures.fig4_noise.
+    """
     from schemas import robustness
 
-    query = robustness.NoiseRobustness * robustness.NoiseConfig.proj("noise_name")
+    query = robustness.NoiseRobustness.proj("stds", "accuracy") * robustness.NoiseConfig.proj("noise_name")
     return _join(base, [(r, {"noise_name": r["noise_name"], "std": float(std), "accuracy": float(acc)})
                         for r in query.to_dicts() for std, acc in zip(r["stds"], r["accuracy"])])
 
 
 def scores(base: pd.DataFrame) -> pd.DataFrame:
+    """Minimal-perturbation scores, one row per (classifier, attack set, norm); ``attack_set`` is the set's name.
+
+    Source: robustness.RobustnessScore.Norm x robustness.AttackSet (attack_set_name). Feeds figures.fig6_alpha
+    and the paired comparisons; never mix two attack sets in one figure or comparison (group by attack_set).
+    """
     from schemas import robustness
 
-    return _join(base, [(r, {"norm": r["norm"], "median": float(r["median"]),
+    query = (robustness.RobustnessScore.Norm.proj("median", "robust_accuracy", "threshold", "n_attacks")
+             * robustness.AttackSet.proj("attack_set_name"))
+    return _join(base, [(r, {"attack_set": r["attack_set_name"], "norm": r["norm"], "median": float(r["median"]),
                              "robust_accuracy": float(r["robust_accuracy"]), "threshold": float(r["threshold"]),
                              "n_attacks": int(r["n_attacks"])})
-                        for r in robustness.RobustnessScore.Norm.to_dicts()])
+                        for r in query.to_dicts()])
 
 
 def query_curves(base: pd.DataFrame) -> pd.DataFrame:
+    """Best perturbation so far vs model queries, one row per (classifier, attack, point of its curve).
+
+    Source: robustness.Adversarial (queries_curve) x robustness.AttackConfig (attack_name, norm). Feeds
+    figures.fig5_queries.
+    """
     from schemas import robustness
 
-    query = robustness.Adversarial * robustness.AttackConfig.proj("attack_name", "norm")
+    query = robustness.Adversarial.proj("queries_curve") * robustness.AttackConfig.proj("attack_name", "norm")
     return _join(base, [(r, {"attack": r["attack_name"], "norm": r["norm"], "queries": float(queries),
                              "median": float(median)})
                         for r in query.to_dicts()
@@ -86,6 +115,10 @@ def query_curves(base: pd.DataFrame) -> pd.DataFrame:
 
 
 def layer_weights(base: pd.DataFrame) -> pd.DataFrame:
+    """Final layer weights gamma (Eq 10), one row per (classifier, layer).
+
+    Source: classifier.TrainedClassifier.LayerWeight. Feeds figures.table1_layer_weights.
+    """
     from schemas import classifier
 
     return _join(base, [(r, {"layer": r["layer"], "gamma": float(r["gamma"])})
@@ -93,30 +126,88 @@ def layer_weights(base: pd.DataFrame) -> pd.DataFrame:
 
 
 def corruptions(base: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy under common corruptions, one row per (classifier, corruption config, corruption, severity).
+
+    Source: robustness.CorruptionRobustness.Score x robustness.CorruptionConfig (corruption_name). Feeds
+    figures.corruption_table.
+    """
     from schemas import robustness
 
-    return _join(base, [(r, {"corruption": r["corruption"], "severity": int(r["severity"]),
-                             "accuracy": float(r["accuracy"])})
-                        for r in robustness.CorruptionRobustness.Score.to_dicts()])
+    query = robustness.CorruptionRobustness.Score * robustness.CorruptionConfig.proj("corruption_name")
+    return _join(base, [(r, {"corruption_name": r["corruption_name"], "corruption": r["corruption"],
+                             "severity": int(r["severity"]), "accuracy": float(r["accuracy"])})
+                        for r in query.to_dicts()])
 
 
 def brain_likeness(base: pd.DataFrame) -> pd.DataFrame:
+    """The classifier's similarity vs a neural target on held-out images, one row per (classifier, target).
+
+    Source: robustness.BrainLikeness x target.TargetConfig (target_name; its kind as ``target_kind``, apart from
+    the regulariser's ``kind``).
+    """
     from schemas import robustness, target
 
-    query = robustness.BrainLikeness * target.TargetConfig.proj("target_name", "kind")
+    query = robustness.BrainLikeness.proj("correlation") * target.TargetConfig.proj("target_name", "kind")
     return _join(base, [(r, {"target_name": r["target_name"], "target_kind": r["kind"],
                              "correlation": float(r["correlation"])}) for r in query.to_dicts()])
+
+
+def similarity_scans(limit: int | None = None) -> list[dict]:
+    """Fig 1's input: per scan {label, data, model, oracle (if any)}, data and model on the images both share.
+
+    Source: oracle.DataSimilarity (data), predictor.ModelSimilarity (model: the scan's first predictor in key
+    order), oracle.OracleSimilarity (oracle). Scans in key order, at most ``limit``. Feeds
+    figures.fig1_similarity.
+    """
+    from schemas import oracle, predictor
+
+    scans = []
+    for scan_key in (oracle.DataSimilarity.proj() & predictor.ModelSimilarity.proj()).keys(order_by="KEY",
+                                                                                           limit=limit):
+        data_ids, S_data = (oracle.DataSimilarity & scan_key).fetch1("image_ids", "similarity")
+        model_key = (predictor.ModelSimilarity & scan_key).keys(order_by="KEY", limit=1)[0]
+        model_ids, S_model = (predictor.ModelSimilarity & model_key).fetch1("image_ids", "similarity")
+        common = np.intersect1d(data_ids, model_ids)
+        d, m = np.searchsorted(data_ids, common), np.searchsorted(model_ids, common)
+        entry = {"label": "{animal_id}-{session}-{scan_idx}".format(**scan_key),
+                 "data": S_data[np.ix_(d, d)], "model": S_model[np.ix_(m, m)]}
+        if oracle.OracleSimilarity & scan_key:
+            entry["oracle"] = (oracle.OracleSimilarity & scan_key).fetch1("similarity")
+        scans.append(entry)
+    return scans
+
+
+def oracle_statistics() -> pd.DataFrame:
+    """Per scan and predictor: oracle images, mean oracle r, mean SNR weight, degenerate neurons, predictor v.
+
+    Source: oracle.OracleStats x predictor.TrainedPredictor (mean_correlation).
+    """
+    from schemas import oracle, predictor
+
+    rows = (oracle.OracleStats * predictor.TrainedPredictor.proj("mean_correlation")).to_dicts()
+    return pd.DataFrame([{"scan": f"{r['animal_id']}-{r['session']}-{r['scan_idx']}",
+                          "oracle images": r["n_oracle_images"], "mean oracle r": r["mean_oracle_correlation"],
+                          "mean SNR weight": r["mean_snr_weight"], "degenerate": r["n_degenerate"],
+                          "predictor mean v": r["mean_correlation"]} for r in rows])
+
+
+def stability() -> list[dict]:
+    """Fig 1C's input: the rows of oracle.Stability (one per scan group). Feeds figures.fig1_stability."""
+    from schemas import oracle
+
+    return oracle.Stability.to_dicts(order_by="KEY")
 
 
 def experiments(base: pd.DataFrame) -> list[dict]:
     """The distinct (task, arch, train_name) settings, most classifiers first."""
     if base.empty:
         return []
-    counts = base.groupby(EXPERIMENT).size().sort_values(ascending=False)
+    counts = base.groupby(EXPERIMENT).size().sort_values(ascending=False, kind="stable")
     return [dict(zip(EXPERIMENT, idx)) for idx in counts.index]
 
 
 def restrict(df: pd.DataFrame, experiment: dict) -> pd.DataFrame:
+    """The rows of ``df`` of one experiment ({column: value}); an empty frame stays empty."""
     if df.empty:
         return df
     mask = np.ones(len(df), bool)

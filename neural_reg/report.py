@@ -1,4 +1,10 @@
-"""`neural-reg report OUTDIR`: the paper's figures and tables from the result tables, as PNGs and one HTML page."""
+"""`neural-reg report OUTDIR`: the paper's figures and tables from the result tables, as PNGs and one HTML page.
+
+The database is read once (:func:`experiment_frames`, :func:`neural_section`); :func:`experiment_sections` and
+:func:`summary_frame` work on the frames of ``neural_reg.queries`` alone, so they run without a database.
+Conditions are (regulariser, alpha): every table shows alpha in its own column, and scores of two attack sets
+(or noise / corruption configurations) are never mixed: each gets its own figure, columns or table rows.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +13,68 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.oracle.similarity import offdiagonal_correlation
 from pipeline.report import figures, stats
+from pipeline.report.conditions import conditions, sort_conditions
 from pipeline.report.html import write_report
 
 from . import queries
 
+# the frames one experiment's sections are drawn from: name -> the queries function that fetches it
+FRAMES = {"noise": queries.noise, "scores": queries.scores, "curves": queries.query_curves,
+          "gammas": queries.layer_weights, "corruptions": queries.corruptions, "brain": queries.brain_likeness}
+
+
+def _groups(df: pd.DataFrame, column: str):
+    """(value, rows) per distinct value of ``column`` (sorted); one (None, df) when df lacks the column."""
+    if column not in df.columns:
+        yield None, df
+        return
+    for value, rows in df.groupby(column, sort=True, dropna=False):
+        yield value, rows
+
+
+def _mean_sd(values: pd.Series, digits: int) -> str:
+    v = pd.to_numeric(values, errors="coerce").dropna().to_numpy(float)
+    if len(v) == 0:
+        return "-"
+    return f"{v.mean():.{digits}f}" + (f" ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else "")
+
 
 def summary_frame(base: pd.DataFrame, noise: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """One row per regulariser: clean accuracy, accuracy at each noise std, median L2 / Linf, as mean +- sd."""
-    def fmt(values: pd.Series, digits: int) -> str:
-        v = values.dropna().to_numpy(float)
-        if len(v) == 0:
-            return "-"
-        return f"{v.mean():.{digits}f}" + (f" ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else "")
+    """One row per condition: regulariser, alpha, seeds, clean accuracy, accuracy at each noise std > 0, median
+    minimal L2 / Linf perturbation; each as mean ± sd over seeds.
+
+    Sources: classifier.TrainedClassifier (queries.classifiers), robustness.NoiseRobustness (queries.noise),
+    robustness.RobustnessScore.Norm (queries.scores). With several noise configurations or attack sets each has
+    its own columns ('acc σ=0.1 [name]', 'median L2 [attack set]'), so none are mixed.
+    """
+    def mask(df: pd.DataFrame, cond: tuple) -> np.ndarray:
+        reg, alpha = cond
+        m = (df["regulariser"] == reg).to_numpy()
+        return m & (df["alpha"] == alpha).to_numpy() if alpha is not None and "alpha" in df.columns else m
+
+    def suffix(df: pd.DataFrame, column: str, value) -> str:
+        return f" [{value}]" if column in df.columns and df[column].nunique() > 1 else ""
 
     rows = []
-    for label in figures.order_regularisers(base["regulariser"].unique()):
-        mine = base[base["regulariser"] == label]
-        row = {"regulariser": label, "seeds": len(mine), "clean acc": fmt(mine["test_accuracy"], 3)}
+    for cond in conditions(base):
+        mine = base[mask(base, cond)]
+        row = {"regulariser": cond[0], "alpha": cond[1], "seeds": len(mine),
+               "clean acc": _mean_sd(mine["test_accuracy"], 3)}
         if not noise.empty:
-            n = noise[noise["regulariser"] == label]
-            for std in sorted(noise["std"].unique()):
-                if std > 0:
-                    row[f"acc σ={std:g}"] = fmt(n[n["std"] == std]["accuracy"], 3)
+            for name, config in _groups(noise, "noise_name"):
+                n = config[mask(config, cond)]
+                for std in sorted(config["std"].unique()):
+                    if std > 0:
+                        row[f"acc σ={std:g}{suffix(noise, 'noise_name', name)}"] = \
+                            _mean_sd(n[n["std"] == std]["accuracy"], 3)
         if not scores.empty:
-            s = scores[scores["regulariser"] == label]
-            for norm in ("L2", "Linf"):
-                row[f"median {norm}"] = fmt(s[s["norm"] == norm]["median"], 4)
+            for name, attack_set in _groups(scores, "attack_set"):
+                s = attack_set[mask(attack_set, cond)]
+                for norm in ("L2", "Linf"):
+                    row[f"median {norm}{suffix(scores, 'attack_set', name)}"] = \
+                        _mean_sd(s[s["norm"] == norm]["median"], 4)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -45,45 +86,24 @@ def summary_table() -> str:
         return "no trained classifiers yet"
     experiment = queries.experiments(base)[0]
     base = queries.restrict(base, experiment)
-    table = summary_frame(base, queries.restrict(queries.noise(base), experiment),
-                          queries.restrict(queries.scores(base), experiment))
+    table = summary_frame(base, queries.noise(base), queries.scores(base))
     title = ", ".join(f"{k}={v}" for k, v in experiment.items())
     return f"{title}  (mean ± sd over seeds)\n" + table.to_string(index=False)
 
 
 def neural_section(outdir: Path) -> list[dict]:
-    from schemas import oracle, predictor, recording
-
+    """Fig 1 and Fig 1C sections (Sources: queries.similarity_scans, queries.oracle_statistics, queries.stability)."""
     sections = []
-    scans = []
-    for key in recording.Scan.keys():
-        data = oracle.DataSimilarity & key
-        model = predictor.ModelSimilarity & key
-        if not data or not model:
-            continue
-        ids_d, S_d = data.fetch1("image_ids", "similarity")
-        first = model.to_dicts(limit=1)[0]  # the first predictor of the scan
-        ids_m, S_m = first["image_ids"], first["similarity"]
-        common = np.intersect1d(ids_d, ids_m)
-        pd_, pm = np.searchsorted(ids_d, common), np.searchsorted(ids_m, common)
-        entry = {"label": f"{key['animal_id']}-{key['session']}-{key['scan_idx']}",
-                 "data": S_d[np.ix_(pd_, pd_)], "model": S_m[np.ix_(pm, pm)]}
-        if oracle.OracleSimilarity & key:
-            entry["oracle"] = (oracle.OracleSimilarity & key).fetch1("similarity")
-        scans.append(entry)
-    stats_rows = (oracle.OracleStats * predictor.TrainedPredictor.proj("mean_correlation")).to_dicts()
-    table = pd.DataFrame([{"scan": f"{r['animal_id']}-{r['session']}-{r['scan_idx']}",
-                           "oracle images": r["n_oracle_images"], "mean oracle r": r["mean_oracle_correlation"],
-                           "mean SNR weight": r["mean_snr_weight"], "degenerate": r["n_degenerate"],
-                           "predictor mean v": r["mean_correlation"]} for r in stats_rows])
+    scans = queries.similarity_scans()
     if scans:
         path = figures.save(figures.fig1_similarity(scans[:4]), outdir / "fig1_similarity.png")
-        r = [figures.offdiag_pearson(s["data"], s["model"]) for s in scans]
+        r = [offdiagonal_correlation(s["data"], s["model"]) for s in scans]
         sections.append({"title": "Fig 1: similarity of the data (Eq 2) and of the predictive model (Eq 6)",
                          "text": f"Per scan, single-trial and model similarity on the same non-oracle images; "
                                  f"r(data, model) = {', '.join(f'{x:.2f}' for x in r)}.",
-                         "images": [path], "tables": [("Oracle statistics and predictors", table)]})
-    for row in oracle.Stability.to_dicts():
+                         "images": [path],
+                         "tables": [("Oracle statistics and predictors", queries.oracle_statistics())]})
+    for row in queries.stability():
         fig = figures.fig1_stability(row["bin_edges"], row["scan_histogram"], row["repeat_histogram"],
                                      row["scan_width"], row["repeat_width"])
         path = figures.save(fig, outdir / f"fig1c_stability_{row['scan_group']}.png")
@@ -93,54 +113,89 @@ def neural_section(outdir: Path) -> list[dict]:
     return sections
 
 
-def experiment_sections(outdir: Path, base: pd.DataFrame, experiment: dict) -> list[dict]:
-    tag = "_".join(str(v) for v in experiment.values()).replace("/", "-")
+def _tag(*parts) -> str:
+    return "_".join(str(p) for p in parts if p is not None).replace("/", "-").replace(" ", "-")
+
+
+def noise_comparisons(noise: pd.DataFrame) -> pd.DataFrame:
+    """Paired comparisons of accuracy at each noise configuration's highest std (Source: queries.noise)."""
+    within = ["noise_name"] if "noise_name" in noise.columns else []
+    highest = noise.groupby(within)["std"].transform("max") if within else noise["std"].max()
+    return stats.paired_comparisons(noise[noise["std"] == highest], "accuracy", within=within)
+
+
+def score_comparisons(scores: pd.DataFrame) -> pd.DataFrame:
+    """Paired comparisons of the median minimal perturbation per attack set and norm (Source: queries.scores)."""
+    within = (["attack_set"] if "attack_set" in scores.columns else []) + ["norm"]
+    return stats.paired_comparisons(scores, "median", within=within)
+
+
+def _has_reference(df: pd.DataFrame) -> bool:
+    return bool(set(stats.CONTROL_REFERENCES) & set(df["regulariser"]))
+
+
+def experiment_frames(base: pd.DataFrame, experiment: dict, frames: dict | None = None) -> dict:
+    """The frames of one experiment: base and FRAMES restricted to it (``frames``: fetched ones to reuse)."""
+    frames = frames if frames is not None else {name: fetch(base) for name, fetch in FRAMES.items()}
+    out = {name: queries.restrict(df, experiment) for name, df in frames.items()}
+    out["base"] = queries.restrict(base, experiment)
+    return out
+
+
+def experiment_sections(outdir: Path, experiment: dict, frames: dict) -> list[dict]:
+    """The sections of one experiment from its frames (:func:`experiment_frames`; missing ones count as empty)."""
+    outdir = Path(outdir)
+    get = {name: frames.get(name, pd.DataFrame()) for name in ["base", *FRAMES]}
+    base, noise, scores = get["base"], get["noise"], get["scores"]
+    tag = _tag(*experiment.values())
     title = ", ".join(f"{k}={v}" for k, v in experiment.items())
-    noise = queries.restrict(queries.noise(base), experiment)
-    scores = queries.restrict(queries.scores(base), experiment)
-    curves = queries.restrict(queries.query_curves(base), experiment)
-    gammas = queries.restrict(queries.layer_weights(base), experiment)
-    corr = queries.restrict(queries.corruptions(base), experiment)
-    brain = queries.restrict(queries.brain_likeness(base), experiment)
-    base = queries.restrict(base, experiment)
-    sections = [{"title": f"Summary ({title})", "text": "Mean ± sd over seeds.",
+    sections = [{"title": f"Summary ({title})", "text": "Mean ± sd over seeds; a condition is (regulariser, alpha).",
                  "tables": [summary_frame(base, noise, scores)]}]
+    compare_text = ("Paired by seed; each regulariser against None and against each control (Shuffle, Pixel, "
+                    "Random, VGG) at the same alpha, once per pair, with the 95 % CI of the mean difference and "
+                    "Benjamini-Hochberg adjusted p values (a gain a control also gives is not a gain of neural "
+                    "data).")
     if not noise.empty:
-        path = figures.save(figures.fig4_noise(noise), outdir / f"fig4_noise_{tag}.png")
-        top = noise[noise["std"] == noise["std"].max()]
-        comparisons = stats.paired_comparisons(top, "accuracy", by="regulariser", pair_on="seed")
-        sections.append({"title": "Fig 4: accuracy under Gaussian noise",
-                         "text": "Paired by seed, at the highest noise level: each regulariser against None and "
-                                 "against the controls (a gain a Pixel or Shuffle target also gives is not a "
-                                 "gain of neural data).",
-                         "images": [path], "tables": [("Paired comparisons", comparisons)]})
-    if not scores.empty:
-        tables = []
-        for norm in sorted(scores["norm"].unique()):
-            tables.append((f"Median minimal {norm} perturbation, paired by seed",
-                           stats.paired_comparisons(scores[scores["norm"] == norm], "median")))
+        images = [figures.save(figures.fig4_noise(rows), outdir / f"fig4_noise_{_tag(tag, name)}.png")
+                  for name, rows in _groups(noise, "noise_name")]
+        tables = ([("Paired comparisons at the highest noise std", noise_comparisons(noise))]
+                  if _has_reference(noise) else [])
+        sections.append({"title": "Fig 4: accuracy under Gaussian noise", "text": compare_text,
+                         "images": images, "tables": tables})
+    curves = get["curves"]
+    if not scores.empty or not curves.empty:
         images = [figures.save(figures.fig5_queries(curves), outdir / f"fig5_queries_{tag}.png")] \
             if not curves.empty else []
-        sweep = figures.fig6_alpha(scores)
-        if sweep is not None:
-            images.append(figures.save(sweep, outdir / f"fig6_alpha_{tag}.png"))
+        tables = []
+        for name, rows in ([] if scores.empty else _groups(scores, "attack_set")):
+            sweep = figures.fig6_alpha(rows)
+            if sweep is not None:
+                images.append(figures.save(sweep, outdir / f"fig6_alpha_{_tag(tag, name)}.png"))
+        if not scores.empty:
+            if _has_reference(scores):
+                tables.append(("Median minimal perturbation, paired comparisons", score_comparisons(scores)))
+            shown = sort_conditions(scores, then=[c for c in ("attack_set", "norm") if c in scores.columns])
+            tables.append(("Scores", shown.drop(columns=[c for c in ("kind",) if c in shown.columns])))
         sections.append({"title": "Fig 5-6: minimal adversarial perturbations",
-                         "text": "Per sample the smallest perturbation over every attack (Schott et al.); the "
-                                 "score is the median over samples. Robust accuracy at the RobustBench "
-                                 "thresholds is in the scores table.",
-                         "images": images,
-                         "tables": [("Scores", scores.drop(columns=["kind"]).sort_values(["norm", "regulariser"]))]
-                         + tables})
-    if not gammas.empty:
+                         "text": "Per sample the smallest perturbation over every attack of the attack set "
+                                 "(Schott et al.); the score is the median over samples, one Fig 6 per attack "
+                                 "set. Robust accuracy at the RobustBench thresholds is in the scores table. "
+                                 + compare_text,
+                         "images": images, "tables": tables})
+    if not get["gammas"].empty:
         sections.append({"title": "Table 1: final layer weights gamma",
-                         "tables": [figures.table1_layer_weights(gammas)]})
-    if not corr.empty:
+                         "tables": [figures.table1_layer_weights(get["gammas"])]})
+    if not get["corruptions"].empty:
         sections.append({"title": "Common corruptions: mean accuracy over severities",
-                         "tables": [figures.corruption_table(corr)]})
+                         "tables": [(f"corruption config {name}" if name is not None else "",
+                                     figures.corruption_table(rows))
+                                    for name, rows in _groups(get["corruptions"], "corruption_name")]})
+    brain = get["brain"]
     if not brain.empty:
-        table = brain.groupby(["regulariser", "target_name"])["correlation"].agg(["mean", "std", "count"])
+        table = stats.summary_with_spread(brain, "correlation", ["target_name", "regulariser", "alpha"])
         sections.append({"title": "Brain-likeness: the classifier's similarity vs neural targets (held-out images)",
-                         "tables": [table.reset_index()]})
+                         "text": "Mean ± SEM over seeds, per target and condition.",
+                         "tables": [sort_conditions(table, then=["target_name"])]})
     return sections
 
 
@@ -154,8 +209,9 @@ def build_report(outdir) -> Path:
     outdir.mkdir(parents=True, exist_ok=True)
     sections = neural_section(outdir)
     base = queries.classifiers()
+    frames = {name: fetch(base) for name, fetch in FRAMES.items()}  # each table read once
     for experiment in queries.experiments(base):
-        sections += experiment_sections(outdir, base, experiment)
+        sections += experiment_sections(outdir, experiment, experiment_frames(base, experiment, frames))
     conn = dj.conn()
     provenance = (f"database {conn.conn_info['host']}, schema {recording.schema.database}; "
                   f"{len(recording.Scan())} scans, {len(base)} classifiers")

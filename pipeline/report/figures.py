@@ -6,21 +6,34 @@ PNG with Agg by itself), no GUI window opens, and nothing stays registered in py
 is safe on a headless worker and inside a notebook whose backend must not be switched. :func:`save` writes
 the PNG.
 
-Inputs (the contract with the code that queries the tables). ``regulariser`` is the condition's display
-name; the names 'None', 'Shuffle', 'Pixel', 'VGG', 'Neural (data)', 'Neural' get fixed colours and this
-order, any other name a colour from a cycle after them. ``seed`` is any hashable. One row per key:
+Figure -> table in one hop: each function names its source table in its docstring and takes that table's rows,
+as the ``neural_reg.queries`` function named there returns them (or the arrays of one row of it); nothing is
+assembled from several tables inside a figure function.
 
-===========================  =====================================================================
-function                     DataFrame columns (key columns first)
-===========================  =====================================================================
-fig4_noise                   regulariser, seed, std, accuracy (fraction correct, in [0, 1])
-fig5_queries                 regulariser, seed, attack, norm, queries (model queries per attacked
-                             sample, > 0), median (median minimal perturbation, pixels in [0, 1])
-fig6_alpha                   regulariser, alpha, seed, norm, median
-table1_layer_weights         regulariser, seed, layer, gamma (softmax layer weight, >= 0)
-corruption_table             regulariser, seed, corruption, severity, accuracy (in [0, 1])
-===========================  =====================================================================
+Conditions (:mod:`pipeline.report.conditions`). ``regulariser`` is the label of the target's kind ('None',
+'Shuffle', 'Pixel', 'Random', 'VGG', 'Neural (data)', 'Neural' get fixed colours and this order, any other
+label a colour from a cycle after them) and ``alpha`` its strength, a column of its own: a condition is the
+pair (regulariser, alpha), the baseline None has alpha 0. Legends show both ('Neural (α=10)'), built at draw
+time. ``alpha`` is optional in the frames (without it, one condition per regulariser). ``seed`` is any
+hashable. One row per key:
 
+===========================  ====================================  =========================================
+function                     source table (via neural_reg.queries)  DataFrame columns (key columns first)
+===========================  ====================================  =========================================
+fig4_noise                   robustness.NoiseRobustness (noise)    regulariser, [alpha], seed, std, accuracy
+                                                                   (fraction correct, in [0, 1])
+fig5_queries                 robustness.Adversarial                regulariser, [alpha], seed, attack, norm,
+                             (query_curves)                        queries (> 0), median (pixels in [0, 1])
+fig6_alpha                   robustness.RobustnessScore.Norm       regulariser, alpha, seed, norm, median
+                             (scores)
+table1_layer_weights         classifier.TrainedClassifier          regulariser, [alpha], seed, layer, gamma
+                             .LayerWeight (layer_weights)          (softmax layer weight, >= 0)
+corruption_table             robustness.CorruptionRobustness       regulariser, [alpha], seed, corruption,
+                             .Score (corruptions)                  severity, accuracy (in [0, 1])
+===========================  ====================================  =========================================
+
+A frame of one configuration only: a ``noise_name``, ``attack_set`` or ``corruption_name`` column, where
+present, must hold one value (choose one per figure; the report draws one per configuration).
 Fig 1 takes numpy arrays: see :func:`fig1_similarity` and :func:`fig1_stability`.
 Bad input raises :class:`ReportInputError` (a ValueError) naming the field and the fix.
 """
@@ -34,42 +47,43 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 from scipy.sparse.linalg import eigsh
 
+from pipeline.oracle.similarity import offdiagonal_correlation
+
+from .conditions import BASELINE, REGULARISER_ORDER, condition_columns, condition_label, conditions, \
+    order_regularisers
 from .stats import ReportInputError, require_columns, require_unique, summary_with_spread
 
 __all__ = ["REGULARISER_COLORS", "REGULARISER_ORDER", "regulariser_colors", "order_regularisers",
-           "fig1_similarity", "stability_histograms", "fig1_stability", "fig4_noise", "fig5_queries",
-           "fig6_alpha", "table1_layer_weights", "corruption_table", "save", "offdiag_pearson"]
+           "condition_colors", "leading_eigenvector_order", "mean_step_curve", "fig1_similarity",
+           "fig1_stability", "fig4_noise", "fig5_queries", "fig6_alpha", "table1_layer_weights",
+           "corruption_table", "save"]
 
-REGULARISER_ORDER = ("None", "Shuffle", "Pixel", "VGG", "Neural (data)", "Neural")
 REGULARISER_COLORS = {
     "None": "#404040",
     "Shuffle": "#9467bd",
     "Pixel": "#8c564b",
+    "Random": "#bcbd22",
     "VGG": "#2ca02c",
     "Neural (data)": "#1f77b4",
     "Neural": "#d62728",
     "Neural (model)": "#d62728",  # the paper's other name for 'Neural'
 }
 # colours for any other regulariser name, cycled in order of appearance
-_OTHER_COLORS = ("#ff7f0e", "#17becf", "#e377c2", "#bcbd22", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a")
+_OTHER_COLORS = ("#ff7f0e", "#17becf", "#e377c2", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5")
 NORM_ORDER = ("L0", "L1", "L2", "Linf")
 _LINESTYLES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 SIMILARITY_CMAP = "RdBu_r"
+# one configuration per figure: these columns, where a frame has them, must hold a single value
+_CONFIG_COLUMNS = ("noise_name", "attack_set", "corruption_name")
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-def order_regularisers(names) -> list:
-    """Distinct names: the canonical ones (REGULARISER_ORDER) first in that order, then the rest sorted."""
-    distinct = list(dict.fromkeys(names))
-    canon = [n for n in REGULARISER_ORDER if n in distinct]
-    return canon + sorted((n for n in distinct if n not in canon), key=str)
-
 
 def regulariser_colors(names) -> dict:
     """{name: colour}: fixed colours for the known names, others cycled over a second palette."""
@@ -80,6 +94,25 @@ def regulariser_colors(names) -> dict:
         else:
             out[n] = _OTHER_COLORS[k % len(_OTHER_COLORS)]
             k += 1
+    return out
+
+
+def condition_colors(df: pd.DataFrame) -> dict:
+    """{(regulariser, alpha): colour} in canonical order: the regulariser's colour, paler for its weaker alphas.
+
+    A regulariser at a single alpha gets its own colour unchanged; with several, the strongest alpha gets the
+    full colour and the weaker ones blend towards white (down to 40 % of the colour). alpha is None without
+    an alpha column.
+    """
+    conds = conditions(df)
+    base = regulariser_colors(r for r, _ in conds)
+    out = {}
+    for reg in base:
+        mine = [c for c in conds if c[0] == reg]
+        for k, cond in enumerate(mine):
+            t = 1.0 if len(mine) == 1 else 0.4 + 0.6 * k / (len(mine) - 1)
+            rgb = np.asarray(to_rgb(base[reg]))
+            out[cond] = to_hex(t * rgb + (1 - t) * np.ones(3))
     return out
 
 
@@ -104,6 +137,36 @@ def _check_range(df: pd.DataFrame, column: str, lo: float, hi: float, name: str,
                                f"[{lo}, {hi}] (e.g. {v[bad][0]!r}). Fix: {fix}")
 
 
+def _check_frame(df: pd.DataFrame, columns: Sequence[str], unique: Sequence[str], numeric: Sequence[str],
+                 name: str = "df") -> list[str]:
+    """The checks every frame input shares; returns the condition columns ([regulariser] + [alpha] if present).
+
+    ``columns`` must be present (``numeric`` ones finite); one row per ``unique`` key plus alpha where df has
+    it; a configuration column (noise_name, attack_set, corruption_name) must hold one value.
+    """
+    require_columns(df, columns, name, numeric=list(numeric))
+    cond = condition_columns(df)
+    if "alpha" in cond:
+        require_columns(df, ["alpha"], name, numeric=["alpha"])
+        _check_range(df, "alpha", 0.0, np.inf, name, "alpha is a loss weight >= 0")
+    for column in _CONFIG_COLUMNS:
+        if column in df.columns and df[column].nunique(dropna=False) > 1:
+            raise ReportInputError(f"'{name}': column '{column}' holds {df[column].nunique(dropna=False)} "
+                                   f"configurations {sorted(map(str, pd.unique(df[column])))}; one figure shows "
+                                   f"one. Fix: filter to one {column} (or group by it, one figure each)")
+    keys = list(unique)
+    require_unique(df, keys[:1] + cond[1:] + keys[1:], name)
+    return cond
+
+
+def _condition_mask(df: pd.DataFrame, cond: tuple) -> np.ndarray:
+    reg, alpha = cond
+    mask = (df["regulariser"] == reg).to_numpy()
+    if alpha is not None:
+        mask = mask & (df["alpha"] == alpha).to_numpy()
+    return mask
+
+
 def _n_seeds(n) -> str:
     """'n = 5 seeds', or 'n = 3-5 seeds' when points rest on different numbers of seeds."""
     lo, hi = int(np.min(n)), int(np.max(n))
@@ -116,6 +179,32 @@ def _errorbar(ax, x, mean, sem, color, label, gid):
                             elinewidth=1.2, linewidth=1.6, label=label)
     container.lines[0].set_gid(gid)
     return container
+
+
+def _mean_sem_lines(ax, df: pd.DataFrame, series: Sequence[str], x: str, value: str, styles: dict,
+                    gid_prefix: str = "") -> None:
+    """One mean +- SEM (over seeds) line of ``value`` against ``x`` per series, in the order of ``styles``.
+
+    series: the columns naming a series; styles: {series values (tuple): (colour, label)}. Each line's gid is
+    gid_prefix + label and its legend entry the label with the number of seeds.
+    """
+    summ = summary_with_spread(df, value, list(series) + [x])
+    for key, (color, label) in styles.items():
+        mask = np.ones(len(summ), bool)
+        for column, v in zip(series, key):
+            mask &= (summ[column] == v).to_numpy()
+        s = summ[mask].sort_values(x)
+        if s.empty:
+            continue
+        _errorbar(ax, s[x].to_numpy(), s["mean"].to_numpy(), s["sem"].to_numpy(), color,
+                  f"{label} ({_n_seeds(s['n'])})", gid_prefix + label)
+
+
+def _config_note(df: pd.DataFrame) -> str:
+    """' (attack set X)' style note naming the frame's configuration, '' when it has none."""
+    names = {"noise_name": "noise config", "attack_set": "attack set", "corruption_name": "corruption config"}
+    parts = [f"{names[c]} {df[c].iloc[0]}" for c in _CONFIG_COLUMNS if c in df.columns]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 # ------------------------------------------------------------------------------------- Fig 1: similarity
@@ -196,30 +285,6 @@ def _display(S: np.ndarray, order: np.ndarray, max_display: int) -> np.ndarray:
     return _pool(D, max_display)
 
 
-def offdiag_pearson(x: np.ndarray, y: np.ndarray, block: int = 1024) -> float:
-    """Pearson r between the off-diagonal entries of two (n, n) matrices (all n(n-1) of them).
-
-    For symmetric matrices this equals r over the upper triangle. Accumulated in float64 row blocks, so no
-    n^2 float64 copy is made (5000 x 5000: 200 MB per copy).
-    """
-    n = x.shape[0]
-    m = np.zeros(5)
-    for start in range(0, n, block):  # row blocks, not pairs
-        xb = x[start:start + block].astype(np.float64)
-        yb = y[start:start + block].astype(np.float64)
-        rows = np.arange(xb.shape[0])
-        xb[rows, start + rows] = 0.0
-        yb[rows, start + rows] = 0.0
-        m += (xb.sum(), yb.sum(), np.einsum("ij,ij->", xb, xb), np.einsum("ij,ij->", yb, yb),
-              np.einsum("ij,ij->", xb, yb))
-    count = n * (n - 1)
-    mx, my = m[0] / count, m[1] / count
-    vx, vy, cxy = m[2] / count - mx * mx, m[3] / count - my * my, m[4] / count - mx * my
-    if vx <= 0 or vy <= 0:
-        return float("nan")
-    return float(cxy / np.sqrt(vx * vy))
-
-
 def _sample_pairs(n: int, max_points: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Index arrays (i, j), i < j: all pairs if few, else max_points drawn uniformly (with replacement)."""
     if n * (n - 1) // 2 <= max_points:
@@ -235,12 +300,17 @@ def fig1_similarity(scans: Sequence[dict], *, max_display: int = 400, max_points
                     quantile: float = 0.99, seed: int = 0) -> Figure:
     """Fig 1: data and model similarity matrices of each scan and how well they agree.
 
+    Source: oracle.DataSimilarity (``data``), predictor.ModelSimilarity (``model``, the scan's first predictor)
+    and oracle.OracleSimilarity (``oracle``), one dict per scan as ``neural_reg.queries.similarity_scans``
+    returns them (restricted there to the images both matrices share).
+
     scans: list of dicts, one per scan (a row of the figure):
       ``label`` (str), ``data`` (n, n) Eq 2 single-trial similarity, ``model`` (n, n) Eq 6 model similarity
       over the same n images in the same order, ``oracle`` (m, m) Eq 3 oracle similarity (optional).
     Columns: S^data, S^model (one shared, symmetric colour scale over every matrix panel: +- the ``quantile``
     of |off-diagonal| entries; diagonal masked), scatter of model vs data off-diagonal entries with Pearson r
-    over ALL pairs (at most ``max_points`` pairs drawn, seeded by ``seed``), and S^oracle if any scan has one.
+    (pipeline.oracle.similarity.offdiagonal_correlation; NaN if a matrix is constant) over ALL pairs (at most
+    ``max_points`` pairs drawn, seeded by ``seed``), and S^oracle if any scan has one.
     Images are sorted by the leading eigenvector of the first scan's model matrix; a scan with a different
     n (other images) uses its own model matrix's order. Matrices larger than ``max_display`` are shown as
     block means. Axes: n_scans x (3 or 4) panels plus one colour bar.
@@ -284,7 +354,7 @@ def fig1_similarity(scans: Sequence[dict], *, max_display: int = 400, max_points
         i, j = _sample_pairs(n, max_points, rng)
         ax.scatter(s["data"][i, j], s["model"][i, j], s=3, alpha=0.35, color="#1f77b4", rasterized=True,
                    label=f"{len(i)} of {n * (n - 1) // 2} pairs")
-        r = offdiag_pearson(s["data"], s["model"])
+        r = offdiagonal_correlation(s["data"], s["model"])  # NaN if either is constant
         ax.text(0.04, 0.95, f"Pearson r = {r:.3f}\n(all {n * (n - 1) // 2} pairs)", transform=ax.transAxes,
                 va="top", fontsize=9, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
         ax.set_title(f"{s['label']}: model vs data similarity", fontsize=9)
@@ -314,24 +384,6 @@ def fig1_similarity(scans: Sequence[dict], *, max_display: int = 400, max_points
 
 # -------------------------------------------------------------------------------------- Fig 1C: stability
 
-def stability_histograms(scan_values, repeat_values, n_bins: int = 80, quantile: float = 0.999):
-    """Shared bins for Fig 1C. scan_values, repeat_values: 1-D fluctuations (Eq 4, Eq 5), dimensionless.
-
-    Returns (bin_edges (n_bins + 1,), scan_hist (n_bins,), repeat_hist (n_bins,), scan_width, repeat_width):
-    counts on symmetric edges covering the ``quantile`` of |values| of both sets; widths are the standard
-    deviations (ddof = 0). Values outside the edges are not counted.
-    """
-    a = np.asarray(scan_values, dtype=np.float64).ravel()
-    b = np.asarray(repeat_values, dtype=np.float64).ravel()
-    for x, name in ((a, "scan_values"), (b, "repeat_values")):
-        if x.size < 2 or not np.isfinite(x).all():
-            raise ReportInputError(f"'{name}': need >= 2 finite fluctuations, got {x.size} "
-                                   f"({int((~np.isfinite(x)).sum())} non-finite). Fix: pass Eq 4 / Eq 5 values")
-    lim = float(np.quantile(np.abs(np.concatenate([a, b])), quantile)) or 1.0
-    edges = np.linspace(-lim, lim, n_bins + 1)
-    return edges, np.histogram(a, edges)[0], np.histogram(b, edges)[0], float(a.std()), float(b.std())
-
-
 def _density(hist, edges: np.ndarray, name: str) -> np.ndarray:
     h = np.asarray(hist, dtype=np.float64)
     if h.shape != (edges.size - 1,) or not np.isfinite(h).all() or (h < 0).any():
@@ -346,6 +398,9 @@ def _density(hist, edges: np.ndarray, name: str) -> np.ndarray:
 def fig1_stability(bin_edges, scan_hist, repeat_hist, scan_width: float, repeat_width: float, *,
                    width_name: str = "sd") -> Figure:
     """Fig 1C: distribution of dS^scan (Eq 4, across scans) vs dS^rep (Eq 5, across repeats).
+
+    Source: one row of oracle.Stability (its bin_edges, scan_histogram, repeat_histogram, scan_width,
+    repeat_width), e.g. from ``neural_reg.queries.stability``.
 
     bin_edges: (k + 1,) increasing; scan_hist, repeat_hist: (k,) counts or densities over those bins (both
     are normalised to unit area, so densities pass unchanged); scan_width, repeat_width: the widths (e.g.
@@ -380,28 +435,36 @@ def fig1_stability(bin_edges, scan_hist, repeat_hist, scan_width: float, repeat_
 
 # ------------------------------------------------------------------------------------------ Fig 4: noise
 
-def fig4_noise(df: pd.DataFrame) -> Figure:
-    """Fig 4: test accuracy vs Gaussian noise std, one line per regulariser, mean +- SEM over seeds.
+def _condition_styles(df: pd.DataFrame) -> tuple[list[str], dict]:
+    """(series columns, {series key: (colour, condition label)}) for one line per condition."""
+    cond = condition_columns(df)
+    styles = {}
+    for (reg, alpha), color in condition_colors(df).items():
+        styles[(reg, alpha) if len(cond) == 2 else (reg,)] = (color, condition_label(reg, alpha))
+    return cond, styles
 
-    df columns: regulariser, seed, std (noise std, pixels in [0, 1]), accuracy (fraction correct, [0, 1]);
-    one row per (regulariser, seed, std). One axes; ax.lines holds one line per regulariser (gid = its name,
+
+def fig4_noise(df: pd.DataFrame) -> Figure:
+    """Fig 4: test accuracy vs Gaussian noise std, one line per condition, mean +- SEM over seeds.
+
+    Source: robustness.NoiseRobustness via ``neural_reg.queries.noise`` (one noise_name).
+    df columns: regulariser, alpha (optional), seed, std (noise std, pixels in [0, 1]), accuracy (fraction
+    correct, [0, 1]); one row per (regulariser, alpha, seed, std). One axes; ax.lines holds one line per
+    condition (gid = its label, e.g. 'None', 'Neural (α=10)', or the bare regulariser without an alpha column;
     data = the means), the SEM bars are LineCollections in ax.collections (none where n = 1).
     """
-    require_columns(df, ["regulariser", "seed", "std", "accuracy"], "df", numeric=["std", "accuracy"])
-    require_unique(df, ["regulariser", "seed", "std"], "df")
+    _check_frame(df, ["regulariser", "seed", "std", "accuracy"], ["regulariser", "seed", "std"],
+                 ["std", "accuracy"])
     _check_range(df, "accuracy", 0.0, 1.0, "df", "pass the fraction correct (divide percentages by 100)")
-    summ = summary_with_spread(df, "accuracy", ["regulariser", "std"])
-    colors = regulariser_colors(df["regulariser"])
+    series, styles = _condition_styles(df)
 
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
-    for reg, color in colors.items():
-        s = summ[summ["regulariser"] == reg].sort_values("std")
-        _errorbar(ax, s["std"].to_numpy(), s["mean"].to_numpy(), s["sem"].to_numpy(), color,
-                  f"{reg} ({_n_seeds(s['n'])})", reg)
+    _mean_sem_lines(ax, df, series, "std", "accuracy", styles)
     ax.set_xlabel("Gaussian noise std (pixel intensity, images in [0, 1])")
     ax.set_ylabel("test accuracy (fraction correct)")
-    ax.set_title("Fig 4: accuracy under additive Gaussian noise\n(mean ± SEM over seeds)", fontsize=10)
+    ax.set_title(f"Fig 4: accuracy under additive Gaussian noise{_config_note(df)}\n(mean ± SEM over seeds)",
+                 fontsize=10)
     ax.legend(fontsize=8)
     return fig
 
@@ -427,17 +490,19 @@ def mean_step_curve(df: pd.DataFrame, x: str = "queries", y: str = "median", by:
 def fig5_queries(df: pd.DataFrame) -> Figure:
     """Fig 5: median minimal perturbation vs model queries per sample, one panel per norm.
 
-    df columns: regulariser, seed, attack, norm, queries (> 0, cumulative model queries per attacked sample),
-    median (median over samples of the best perturbation found so far; pixels in [0, 1]); one row per
-    (regulariser, seed, attack, norm, queries). One line per attack x regulariser: the mean over seeds of
-    their step curves (:func:`mean_step_curve`); colour = regulariser, line style = attack; log x.
+    Source: robustness.Adversarial (its queries_curve, with AttackConfig's attack_name and norm) via
+    ``neural_reg.queries.query_curves``.
+    df columns: regulariser, alpha (optional), seed, attack, norm, queries (> 0, cumulative model queries per
+    attacked sample), median (median over samples of the best perturbation found so far; pixels in [0, 1]);
+    one row per (regulariser, alpha, seed, attack, norm, queries). One line per attack x condition: the mean
+    over seeds of their step curves (:func:`mean_step_curve`); colour = condition, line style = attack; log x.
+    Line gids: 'norm|attack|condition label'.
     """
     cols = ["regulariser", "seed", "attack", "norm", "queries", "median"]
-    require_columns(df, cols, "df", numeric=["queries", "median"])
-    require_unique(df, cols[:5], "df")
+    _check_frame(df, cols, cols[:5], ["queries", "median"])
     _check_range(df, "queries", np.nextafter(0, 1), np.inf, "df", "queries must be > 0 (log axis)")
     _check_range(df, "median", 0.0, np.inf, "df", "perturbation sizes are >= 0")
-    colors = regulariser_colors(df["regulariser"])
+    colors = condition_colors(df)
     attacks = sorted(pd.unique(df["attack"]), key=str)
     norms = _order_norms(df["norm"])
 
@@ -446,16 +511,17 @@ def fig5_queries(df: pd.DataFrame) -> Figure:
     for ax, norm in zip(axes, norms):
         d = df[df["norm"] == norm]
         for a_k, attack in enumerate(attacks):
-            for reg, color in colors.items():
-                g = d[(d["attack"] == attack) & (d["regulariser"] == reg)]
+            da = d[d["attack"] == attack]
+            for cond, color in colors.items():
+                g = da[_condition_mask(da, cond)]
                 if g.empty:
                     continue
                 q, m = mean_step_curve(g)
-                n_seeds = g["seed"].nunique()
+                label = condition_label(*cond)
                 line, = ax.plot(q, m, color=color, linestyle=_LINESTYLES[a_k % len(_LINESTYLES)],
                                 marker=_MARKERS[a_k % len(_MARKERS)], markersize=3, linewidth=1.5,
-                                label=f"{reg}, {attack} (n = {n_seeds})")
-                line.set_gid(f"{norm}|{attack}|{reg}")
+                                label=f"{label}, {attack} (n = {g['seed'].nunique()})")
+                line.set_gid(f"{norm}|{attack}|{label}")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide on short ranges
         ax.set_xlabel("model queries per sample (log scale)")
@@ -482,75 +548,90 @@ def _alpha_scale(ax, alphas: np.ndarray) -> None:
 def fig6_alpha(df: pd.DataFrame) -> Figure | None:
     """Fig 6: median minimal perturbation vs the similarity-loss weight alpha, one panel per norm.
 
+    Source: robustness.RobustnessScore.Norm via ``neural_reg.queries.scores`` (one attack_set).
     df columns: regulariser, alpha (>= 0), seed, norm, median; one row per (regulariser, alpha, seed, norm).
-    One line per regulariser, mean +- SEM over seeds. Returns None when df holds fewer than 2 distinct
-    alphas (no sweep to show).
+    One line per regulariser across its alphas, mean +- SEM over seeds (gid 'norm|regulariser'); the baseline
+    None (alpha 0) is a horizontal dashed line at its mean (gid 'norm|None') with its +- SEM band. Returns None
+    when the regularisers other than None hold fewer than 2 distinct alphas (no sweep to show).
     """
-    require_columns(df, ["regulariser", "alpha", "seed", "norm", "median"], "df", numeric=["alpha", "median"])
-    require_unique(df, ["regulariser", "alpha", "seed", "norm"], "df")
-    _check_range(df, "alpha", 0.0, np.inf, "df", "alpha is a loss weight >= 0")
-    alphas = np.unique(pd.to_numeric(df["alpha"]).to_numpy(np.float64))
+    _check_frame(df, ["regulariser", "alpha", "seed", "norm", "median"], ["regulariser", "seed", "norm"],
+                 ["alpha", "median"])
+    is_base = (df["regulariser"] == BASELINE).to_numpy()
+    swept, base = df[~is_base], df[is_base]
+    alphas = np.unique(pd.to_numeric(swept["alpha"]).to_numpy(np.float64))
     if (alphas > 0).sum() < 2:  # a sweep needs two regularised strengths; alpha 0 (None) alone is no sweep
         return None
-    colors = regulariser_colors(df["regulariser"])
+    styles = {(reg,): (color, reg) for reg, color in regulariser_colors(swept["regulariser"]).items()}
     norms = _order_norms(df["norm"])
 
     fig = Figure(figsize=(4.8 * len(norms), 4.2), layout="constrained")
     axes = fig.subplots(1, len(norms), squeeze=False)[0]
     for ax, norm in zip(axes, norms):
-        summ = summary_with_spread(df[df["norm"] == norm], "median", ["regulariser", "alpha"])
-        for reg, color in colors.items():
-            s = summ[summ["regulariser"] == reg].sort_values("alpha")
-            if s.empty:
-                continue
-            _errorbar(ax, s["alpha"].to_numpy(), s["mean"].to_numpy(), s["sem"].to_numpy(), color,
-                      f"{reg} ({_n_seeds(s['n'])})", f"{norm}|{reg}")
+        _mean_sem_lines(ax, swept[swept["norm"] == norm], ["regulariser"], "alpha", "median", styles,
+                        gid_prefix=f"{norm}|")
+        b = base[base["norm"] == norm]
+        if not b.empty:
+            v = pd.to_numeric(b["median"]).to_numpy(np.float64)
+            mean, color = float(v.mean()), REGULARISER_COLORS[BASELINE]
+            ax.axhline(mean, color=color, linestyle="--", linewidth=1.4, gid=f"{norm}|{BASELINE}",
+                       label=f"{BASELINE} (α=0, {_n_seeds([len(v)])})")
+            if len(v) > 1:
+                sem = float(v.std(ddof=1) / np.sqrt(len(v)))
+                ax.axhspan(mean - sem, mean + sem, color=color, alpha=0.12, linewidth=0)
         _alpha_scale(ax, alphas)
         ax.set_xlabel(r"similarity loss weight $\alpha$ (Eq 7, dimensionless)")
         ax.set_ylabel(f"median minimal {norm} perturbation\n(pixel intensity, images in [0, 1])")
         ax.set_title(f"{norm}", fontsize=10)
         ax.legend(fontsize=7)
-    fig.suptitle(r"Fig 6: robustness vs regularisation strength $\alpha$ (mean ± SEM over seeds)", fontsize=10)
+    fig.suptitle(r"Fig 6: robustness vs regularisation strength $\alpha$ (mean ± SEM over seeds)"
+                 + _config_note(df), fontsize=10)
     return fig
 
 
 # ------------------------------------------------------------------------------------------------ tables
 
-def table1_layer_weights(df: pd.DataFrame) -> pd.DataFrame:
-    """Table 1: mean over seeds of the final layer weight gamma (Eq 10), regulariser x layer.
-
-    df columns: regulariser, seed, layer, gamma (>= 0); one row per (regulariser, seed, layer).
-    Returns a DataFrame: index 'regulariser' (canonical order), columns the layers (natural order, so
-    'conv5' before 'conv13'), values mean gamma (NaN where a regulariser has no such layer).
-    """
-    require_columns(df, ["regulariser", "seed", "layer", "gamma"], "df", numeric=["gamma"])
-    require_unique(df, ["regulariser", "seed", "layer"], "df")
-    _check_range(df, "gamma", 0.0, np.inf, "df", "gamma is a softmax weight >= 0")
-    x = df.assign(gamma=pd.to_numeric(df["gamma"]).astype(np.float64))
-    table = x.pivot_table(index="regulariser", columns="layer", values="gamma", aggfunc="mean")
-    table = table.reindex(index=order_regularisers(df["regulariser"]),
-                          columns=sorted(pd.unique(df["layer"]), key=_natural_key))
-    table.index.name, table.columns.name = "regulariser", "layer"
+def _condition_table(df: pd.DataFrame, column: str, value: str, column_order: list) -> pd.DataFrame:
+    """Mean of ``value`` per condition x ``column``: index the condition (regulariser, or (regulariser, alpha)
+    where df has alpha) in canonical order, columns ``column_order``; NaN where a condition lacks a column."""
+    cond = condition_columns(df)
+    x = df.assign(**{value: pd.to_numeric(df[value]).astype(np.float64)})
+    table = x.pivot_table(index=cond, columns=column, values=value, aggfunc="mean")
+    conds = conditions(df)
+    index = pd.MultiIndex.from_tuples(conds, names=cond) if len(cond) == 2 else \
+        pd.Index([r for r, _ in conds], name=cond[0])
+    table = table.reindex(index=index, columns=column_order)
+    table.columns.name = column
     return table
 
 
-def corruption_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean accuracy under common corruptions: rows regulariser, columns corruption (+ 'mean').
+def table1_layer_weights(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: mean over seeds of the final layer weight gamma (Eq 10), condition x layer.
 
-    df columns: regulariser, seed, corruption, severity, accuracy ([0, 1]); one row per
-    (regulariser, seed, corruption, severity). Each corruption column is the mean over seeds and severities;
-    'mean' is the mean of the corruption columns (each corruption weighted equally). Corruption columns in
-    order of first appearance.
+    Source: classifier.TrainedClassifier.LayerWeight via ``neural_reg.queries.layer_weights``.
+    df columns: regulariser, alpha (optional), seed, layer, gamma (>= 0); one row per (regulariser, alpha,
+    seed, layer). Returns a DataFrame: index 'regulariser' (or 'regulariser', 'alpha' where df has alpha;
+    canonical order), columns the layers (natural order, so 'conv5' before 'conv13'), values mean gamma (NaN
+    where a condition has no such layer).
     """
-    require_columns(df, ["regulariser", "seed", "corruption", "severity", "accuracy"], "df",
-                    numeric=["accuracy"])
-    require_unique(df, ["regulariser", "seed", "corruption", "severity"], "df")
+    _check_frame(df, ["regulariser", "seed", "layer", "gamma"], ["regulariser", "seed", "layer"], ["gamma"])
+    _check_range(df, "gamma", 0.0, np.inf, "df", "gamma is a softmax weight >= 0")
+    return _condition_table(df, "layer", "gamma", sorted(pd.unique(df["layer"]), key=_natural_key))
+
+
+def corruption_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean accuracy under common corruptions: rows the condition, columns corruption (+ 'mean').
+
+    Source: robustness.CorruptionRobustness.Score via ``neural_reg.queries.corruptions`` (one corruption_name).
+    df columns: regulariser, alpha (optional), seed, corruption, severity, accuracy ([0, 1]); one row per
+    (regulariser, alpha, seed, corruption, severity). Index as :func:`table1_layer_weights`. Each corruption
+    column is the mean over seeds and severities; 'mean' is the mean of the corruption columns (each
+    corruption weighted equally). Corruption columns in order of first appearance.
+    """
+    _check_frame(df, ["regulariser", "seed", "corruption", "severity", "accuracy"],
+                 ["regulariser", "seed", "corruption", "severity"], ["accuracy"])
     _check_range(df, "accuracy", 0.0, 1.0, "df", "pass the fraction correct (divide percentages by 100)")
-    x = df.assign(accuracy=pd.to_numeric(df["accuracy"]).astype(np.float64))
-    table = x.pivot_table(index="regulariser", columns="corruption", values="accuracy", aggfunc="mean")
-    table = table.reindex(index=order_regularisers(df["regulariser"]), columns=list(pd.unique(df["corruption"])))
+    table = _condition_table(df, "corruption", "accuracy", list(pd.unique(df["corruption"])))
     table["mean"] = table.mean(axis=1, skipna=False)
-    table.index.name, table.columns.name = "regulariser", "corruption"
     return table
 
 

@@ -67,14 +67,21 @@ def format_number(value) -> str:
     return str(value)
 
 
+def _format_labels(labels: pd.Index) -> pd.Index:
+    """Index or column labels as text (every level of a MultiIndex, e.g. (regulariser, alpha))."""
+    if labels.nlevels == 1:
+        return labels.map(format_number)
+    return pd.MultiIndex.from_tuples([tuple(format_number(v) for v in t) for t in labels], names=labels.names)
+
+
 def table_html(table: pd.DataFrame, caption: str | None = None) -> str:
     """An escaped HTML <table> of ``table`` with its numbers formatted (index and column labels too)."""
     if not isinstance(table, pd.DataFrame):
         raise ReportInputError(f"table: expected a pandas DataFrame, got {type(table).__name__}. "
                                "Fix: wrap it with pd.DataFrame(...)")
     shown = table.map(format_number)
-    shown.index = shown.index.map(format_number) if shown.index.nlevels == 1 else shown.index
-    shown.columns = shown.columns.map(format_number) if shown.columns.nlevels == 1 else shown.columns
+    shown.index = _format_labels(shown.index)
+    shown.columns = _format_labels(shown.columns)
     hide_index = isinstance(table.index, pd.RangeIndex) and table.index.name is None
     body = shown.to_html(escape=True, index=not hide_index, border=0, na_rep="NaN")
     if caption:

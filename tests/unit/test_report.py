@@ -10,6 +10,9 @@ import pytest
 from matplotlib.figure import Figure
 from scipy import stats as sps
 
+from neural_reg import report as R
+from pipeline.oracle.similarity import offdiagonal_correlation
+from pipeline.report import conditions as C
 from pipeline.report import figures as F
 from pipeline.report import html as H
 from pipeline.report import stats as S
@@ -98,12 +101,13 @@ def test_leading_eigenvector_order_groups_blocks():
     assert np.count_nonzero(np.diff(g)) == 1
 
 
-def test_offdiag_pearson_matches_scipy_for_any_matrix():
+def test_fig1_similarity_r_is_the_shared_offdiagonal_correlation_nan_when_degenerate():
     rng = np.random.default_rng(3)
-    x, y = rng.normal(size=(37, 37)), rng.normal(size=(37, 37))
-    y += 0.5 * x
-    off = ~np.eye(37, dtype=bool)
-    assert np.isclose(F.offdiag_pearson(x, y, block=8), sps.pearsonr(x[off], y[off]).statistic)
+    data = _similarity(9, rng)
+    fig = F.fig1_similarity([{"label": "flat", "data": data, "model": np.eye(9)}])  # constant off-diagonal
+    assert np.isnan(offdiagonal_correlation(data, np.eye(9)))
+    assert any("Pearson r = nan" in t.get_text() for t in fig.axes[2].texts)
+    assert not hasattr(F, "offdiag_pearson") and not hasattr(F, "stability_histograms")
 
 
 def test_fig1_similarity_rejects_bad_scans():
@@ -117,8 +121,10 @@ def test_fig1_similarity_rejects_bad_scans():
 
 def test_fig1_stability_densities_and_widths():
     rng = np.random.default_rng(4)
-    edges, h_scan, h_rep, w_scan, w_rep = F.stability_histograms(rng.normal(0, 0.01, 2000),
-                                                                 rng.normal(0, 0.1, 2000), n_bins=40)
+    scan, rep = rng.normal(0, 0.01, 2000), rng.normal(0, 0.1, 2000)
+    edges = np.linspace(-0.3, 0.3, 41)
+    h_scan, h_rep = np.histogram(scan, edges)[0], np.histogram(rep, edges)[0]
+    w_scan, w_rep = scan.std(), rep.std()
     assert w_scan < w_rep
     fig = F.fig1_stability(edges, h_scan, h_rep, w_scan, w_rep)
     assert len(fig.axes) == 1
@@ -358,3 +364,161 @@ def test_format_number():
     assert H.format_number(np.int64(12345)) == "12345"
     assert H.format_number(float("nan")) == "NaN"
     assert H.format_number(True) == "True"
+
+
+# ------------------------------------------------------------------------------ alpha sweeps: kind and alpha apart
+
+SWEEP_ALPHAS = (1.0, 10.0)
+SWEEP_SEEDS = (0, 1, 2, 3)
+SWEEP_EFFECT = {"Shuffle": 0.002, "Neural": 0.01}  # gain in median per unit alpha
+
+
+def _sweep_value(reg, alpha, seed, norm, attack_set="set-a"):
+    """A hand-checkable median: a seed offset shared by every condition, a gain growing with alpha, a wobble."""
+    wobble = 0.003 * int(np.random.default_rng([len(reg), int(alpha), seed]).integers(0, 10))
+    scale = 2.0 if norm == "L2" else 1.0
+    shift = 0.05 if attack_set == "set-b" else 0.0
+    return scale * (0.1 + 0.02 * seed + SWEEP_EFFECT.get(reg, 0.0) * alpha + wobble) + shift
+
+
+def _sweep_scores(attack_sets=("set-a",)):
+    """queries.scores-shaped frame: None (alpha 0) and Neural, Shuffle at two alphas, 4 seeds, 2 norms."""
+    conds = [("None", "none", 0.0)] + [(reg, kind, a) for reg, kind in (("Shuffle", "shuffle"),
+                                                                         ("Neural", "neural-model"))
+                                       for a in SWEEP_ALPHAS]
+    rows = [dict(task="digits", arch="resnet", train_name="t", regulariser=reg, kind=kind, alpha=a, seed=s,
+                 attack_set=aset, norm=norm, median=_sweep_value(reg, a, s, norm, aset), robust_accuracy=0.5,
+                 threshold=0.5, n_attacks=2)
+            for aset in attack_sets for reg, kind, a in conds for s in SWEEP_SEEDS for norm in ("L2", "Linf")]
+    return pd.DataFrame(rows)
+
+
+def _sweep_base():
+    """queries.classifiers-shaped frame for the same conditions."""
+    conds = [("None", "none", 0.0)] + [(r, k, a) for r, k in (("Shuffle", "shuffle"), ("Neural", "neural-model"))
+                                       for a in SWEEP_ALPHAS]
+    return pd.DataFrame([dict(key={"seed": s, "reg": f"{r}{a}"}, task="digits", arch="resnet", train_name="t",
+                              regulariser=r, kind=k, alpha=a, regulariser_name=f"{k}-alpha{a:g}", seed=s,
+                              test_accuracy=0.9 - 0.01 * a * (r != "None") + 0.001 * s, wall_time=1.0)
+                         for r, k, a in conds for s in SWEEP_SEEDS])
+
+
+def test_fig6_alpha_one_line_per_regulariser_with_a_point_per_alpha_and_none_as_reference():
+    fig = F.fig6_alpha(_sweep_scores())
+    assert [ax.get_title() for ax in fig.axes] == ["L2", "Linf"]
+    for ax, norm in zip(fig.axes, ("L2", "Linf")):
+        lines = {line.get_gid(): line for line in ax.lines}
+        assert set(lines) == {f"{norm}|Shuffle", f"{norm}|Neural", f"{norm}|None"}
+        for reg in ("Shuffle", "Neural"):
+            line = lines[f"{norm}|{reg}"]
+            np.testing.assert_allclose(line.get_xdata(), SWEEP_ALPHAS)  # one line, two points: no dots
+            np.testing.assert_allclose(line.get_ydata(), [np.mean([_sweep_value(reg, a, s, norm)
+                                                                    for s in SWEEP_SEEDS]) for a in SWEEP_ALPHAS])
+        none = lines[f"{norm}|None"]  # the baseline is a horizontal line at its mean, not a point at alpha 0
+        assert list(none.get_xdata()) == [0, 1] and none.get_transform() != ax.transData
+        np.testing.assert_allclose(none.get_ydata(), np.mean([_sweep_value("None", 0.0, s, norm)
+                                                              for s in SWEEP_SEEDS]))
+        assert "α=0" in [t.get_text() for t in ax.get_legend().get_texts() if t.get_text().startswith("None")][0]
+    # a frame of two attack sets is refused: one figure per attack set
+    with pytest.raises(S.ReportInputError, match="attack_set"):
+        F.fig6_alpha(_sweep_scores(("set-a", "set-b")))
+
+
+def test_paired_comparisons_at_each_alpha_against_none_and_the_control():
+    scores = _sweep_scores()
+    l2 = scores[scores["norm"] == "L2"]
+    out = S.paired_comparisons(l2, "median")
+    got = {(r.alpha, r.regulariser, r.reference): r for r in out.itertuples()}
+    expected = {(a, reg, ref) for a in SWEEP_ALPHAS
+                for reg, ref in (("Shuffle", "None"), ("Neural", "None"), ("Neural", "Shuffle"))}
+    assert set(got) == expected  # both alphas, every pair once (no Shuffle-vs-Neural mirror, no cross-alpha pair)
+    for a, reg, ref in expected:
+        row = got[(a, reg, ref)]
+        ref_alpha = 0.0 if ref == "None" else a
+        assert row.reference_alpha == ref_alpha
+        diff = np.array([_sweep_value(reg, a, s, "L2") - _sweep_value(ref, ref_alpha, s, "L2")
+                         for s in SWEEP_SEEDS])
+        assert row.n_pairs == 4 and np.isclose(row.mean_diff, diff.mean())
+        half = sps.t.ppf(0.975, 3) * diff.std(ddof=1) / 2
+        assert np.isclose(row.ci_low, diff.mean() - half) and np.isclose(row.ci_high, diff.mean() + half)
+        assert np.isclose(row.p_value, sps.ttest_rel(diff, np.zeros(4)).pvalue)
+    np.testing.assert_allclose(out["p_adjusted"], sps.false_discovery_control(out["p_value"], method="bh"))
+    # the Neural gain over Shuffle grows with alpha, as built in
+    assert got[(10.0, "Neural", "Shuffle")].mean_diff > got[(1.0, "Neural", "Shuffle")].mean_diff > 0
+
+
+def test_report_comparisons_stay_within_attack_set_and_norm():
+    scores = _sweep_scores(("set-a", "set-b"))
+    with pytest.raises(S.ReportInputError, match="share the key"):  # mixing attack sets is refused
+        S.paired_comparisons(scores[scores["norm"] == "L2"], "median")
+    out = R.score_comparisons(scores)
+    assert len(out) == 2 * 2 * 2 * 3  # attack sets x norms x alphas x pairs
+    row = out[(out["attack_set"] == "set-b") & (out["norm"] == "Linf") & (out["alpha"] == 10.0)
+              & (out["regulariser"] == "Neural") & (out["reference"] == "None")].iloc[0]
+    assert np.isclose(row["mean_diff"], np.mean([_sweep_value("Neural", 10.0, s, "Linf", "set-b")
+                                                 - _sweep_value("None", 0.0, s, "Linf", "set-b")
+                                                 for s in SWEEP_SEEDS]))
+
+
+def test_summary_frame_keeps_alpha_in_its_own_column():
+    base = _sweep_base()
+    scores = _sweep_scores(("set-a", "set-b"))
+    noise = pd.DataFrame([dict(regulariser=r, kind=k, alpha=a, seed=s, noise_name="n", std=std, accuracy=0.5)
+                          for r, k, a in base[["regulariser", "kind", "alpha"]].drop_duplicates().itertuples(
+                              index=False) for s in SWEEP_SEEDS for std in (0.0, 0.2)])
+    table = R.summary_frame(base, noise, scores)
+    assert list(table.columns[:4]) == ["regulariser", "alpha", "seeds", "clean acc"]
+    assert list(zip(table["regulariser"], table["alpha"])) == [("None", 0.0), ("Shuffle", 1.0), ("Shuffle", 10.0),
+                                                               ("Neural", 1.0), ("Neural", 10.0)]
+    assert (table["seeds"] == 4).all() and "acc σ=0.2" in table.columns
+    # two attack sets: one column each, never a mean over both
+    assert {"median L2 [set-a]", "median L2 [set-b]", "median Linf [set-a]"} <= set(table.columns)
+    row = table[(table["regulariser"] == "Neural") & (table["alpha"] == 10.0)].iloc[0]
+    values = [_sweep_value("Neural", 10.0, s, "L2", "set-b") for s in SWEEP_SEEDS]
+    assert row["median L2 [set-b]"] == f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def test_fig4_noise_one_line_per_condition_labelled_with_alpha():
+    df, _ = _noise_df()
+    df = df.assign(alpha=np.where(df["regulariser"] == "None", 0.0, 1.0))
+    df = pd.concat([df, df[df["regulariser"] == "Neural"].assign(alpha=10.0, accuracy=lambda d: d.accuracy / 2)])
+    ax = F.fig4_noise(df).axes[0]
+    lines = {line.get_gid(): line for line in ax.lines}
+    assert set(lines) == {"None", "Neural (α=1)", "Neural (α=10)", "MyReg (α=1)"}
+    assert lines["Neural (α=10)"].get_color() == F.REGULARISER_COLORS["Neural"]  # strongest: full colour
+    assert lines["Neural (α=1)"].get_color() != lines["Neural (α=10)"].get_color()
+    np.testing.assert_allclose(lines["Neural (α=10)"].get_ydata(), lines["Neural (α=1)"].get_ydata() / 2)
+
+
+def test_tables_index_conditions_with_alpha_and_html_shows_both():
+    rows = [dict(regulariser="Neural", alpha=a, seed=s, layer=layer, gamma=g * (1 + (a == 10.0)))
+            for a in SWEEP_ALPHAS for s in (0, 1) for layer, g in (("conv5", 0.25), ("conv1", 0.2))]
+    t = F.table1_layer_weights(pd.DataFrame(rows))
+    assert t.index.names == ["regulariser", "alpha"] and list(t.index) == [("Neural", 1.0), ("Neural", 10.0)]
+    np.testing.assert_allclose(t.loc[("Neural", 10.0)].to_numpy(), [0.4, 0.5])
+    page = H.table_html(t)
+    assert ">Neural<" in page and ">10<" in page and ">alpha<" in page
+
+
+def test_experiment_sections_draw_one_fig6_per_attack_set(tmp_path):
+    base = _sweep_base()
+    scores = _sweep_scores(("set-a", "set-b"))
+    sections = R.experiment_sections(tmp_path, {"task": "digits"}, {"base": base, "scores": scores})
+    assert sorted(p.name for p in tmp_path.glob("fig6_alpha_*.png")) == ["fig6_alpha_digits_set-a.png",
+                                                                        "fig6_alpha_digits_set-b.png"]
+    adversarial = next(s for s in sections if s["title"].startswith("Fig 5-6"))
+    comparisons = adversarial["tables"][0][1]
+    assert set(comparisons["attack_set"]) == {"set-a", "set-b"} and set(comparisons["alpha"]) == set(SWEEP_ALPHAS)
+    summary = sections[0]["tables"][0]
+    assert "alpha" in summary.columns and set(summary["regulariser"]) == {"None", "Shuffle", "Neural"}
+    H.write_report(tmp_path / "page", "t", sections)
+
+
+def test_condition_labels_and_order():
+    assert C.regulariser_label("neural-model") == "Neural" and C.regulariser_label(None) == "None"
+    assert C.regulariser_label("new-kind") == "new-kind"  # unknown kinds are their own label
+    assert C.condition_label("Neural", 10.0) == "Neural (α=10)" and C.condition_label("None", 0.0) == "None"
+    df = pd.DataFrame({"regulariser": ["Neural", "zeta", "None", "Neural", "Shuffle"],
+                       "alpha": [10.0, 1.0, 0.0, 1.0, 1.0]})
+    assert C.conditions(df) == [("None", 0.0), ("Shuffle", 1.0), ("Neural", 1.0), ("Neural", 10.0), ("zeta", 1.0)]
+    assert set(S.CONTROL_REFERENCES) == {"None", "Shuffle", "Pixel", "Random", "VGG"}

@@ -1,0 +1,81 @@
+"""Conditions: which regulariser at which strength. The one place for the labels, their order and the controls.
+
+A classifier's regulariser is labelled from its target's kind (:data:`KIND_LABELS`; a kind not listed is its own
+label) and its strength alpha (Eq 7) is a separate column. A *condition* is the pair (regulariser, alpha); the
+unregularised baseline 'None' has alpha 0. Nothing here rewrites the regulariser column: text that shows both
+(legend entries, gids) is built at draw time by :func:`condition_label`.
+
+The controls are the regularisers without neural content (Shuffle, Pixel, Random, VGG): a gain that one of them
+also gives is not a gain of neural data, so every regulariser is compared with None and with each control at
+the same alpha (:func:`pipeline.report.stats.paired_comparisons`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["BASELINE", "BASELINE_KIND", "KIND_LABELS", "CONTROL_KINDS", "CONTROLS", "REGULARISER_ORDER",
+           "regulariser_label", "order_regularisers", "condition_label", "condition_columns", "conditions",
+           "sort_conditions"]
+
+BASELINE = "None"          # the unregularised classifier (alpha 0)
+BASELINE_KIND = "none"     # its kind in queries.classifiers (no target)
+# kind -> label, in the canonical display order (baseline, controls, then the neural regularisers)
+KIND_LABELS = {
+    BASELINE_KIND: BASELINE,
+    "shuffle": "Shuffle",
+    "pixel": "Pixel",
+    "random": "Random",
+    "feature-model": "VGG",
+    "neural-data": "Neural (data)",
+    "neural-model": "Neural",
+}
+CONTROL_KINDS = ("shuffle", "pixel", "random", "feature-model")
+CONTROLS = tuple(KIND_LABELS[k] for k in CONTROL_KINDS)
+REGULARISER_ORDER = tuple(KIND_LABELS.values())
+
+
+def regulariser_label(kind) -> str:
+    """The display label of a target kind: KIND_LABELS, the baseline for no kind, else the kind string itself."""
+    if kind is None or (isinstance(kind, float) and np.isnan(kind)):
+        return BASELINE
+    return KIND_LABELS.get(kind, str(kind))
+
+
+def order_regularisers(names) -> list:
+    """Distinct names: the canonical ones (REGULARISER_ORDER) first in that order, then the rest sorted."""
+    distinct = list(dict.fromkeys(names))
+    canon = [n for n in REGULARISER_ORDER if n in distinct]
+    return canon + sorted((n for n in distinct if n not in canon), key=str)
+
+
+def condition_label(regulariser, alpha=None) -> str:
+    """'Neural (α=10)' for a regulariser at a strength; the bare name for the baseline or an unknown alpha."""
+    if alpha is None or regulariser == BASELINE:
+        return str(regulariser)
+    return f"{regulariser} (α={float(alpha):g})"
+
+
+def condition_columns(df: pd.DataFrame, by: str = "regulariser", alpha: str = "alpha") -> list[str]:
+    """The columns that name a condition in ``df``: [by, alpha], or [by] when df has no alpha column."""
+    return [by, alpha] if alpha in df.columns else [by]
+
+
+def conditions(df: pd.DataFrame, by: str = "regulariser", alpha: str = "alpha") -> list[tuple]:
+    """Distinct (regulariser, alpha) pairs of ``df`` in canonical order (regulariser order, then alpha ascending).
+
+    Without an alpha column every pair is (regulariser, None).
+    """
+    if alpha not in df.columns:
+        return [(r, None) for r in order_regularisers(df[by])]
+    pairs = df[[by, alpha]].drop_duplicates()
+    rank = {r: k for k, r in enumerate(order_regularisers(pairs[by]))}
+    return sorted(((r, float(a)) for r, a in pairs.itertuples(index=False)), key=lambda p: (rank[p[0]], p[1]))
+
+
+def sort_conditions(df: pd.DataFrame, then=(), by: str = "regulariser", alpha: str = "alpha") -> pd.DataFrame:
+    """``df`` sorted by the columns in ``then`` first, then by condition in canonical order (stable)."""
+    rank = {r: k for k, r in enumerate(order_regularisers(df[by]))}
+    keys = list(then) + condition_columns(df, by, alpha)
+    return df.sort_values(keys, key=lambda c: c.map(rank) if c.name == by else c, kind="stable")
