@@ -137,19 +137,39 @@ def _group(args) -> int:
 
 
 def _setup_paper(args) -> int:
-    from schemas import activate, target
+    from schemas import activate
 
-    from .paper import enter_training, setup_paper
+    from .paper import setup_paper
 
     activate()
     summary = setup_paper(args.scan_group, task=args.task, arch=args.arch, seeds=args.seeds, alphas=args.alphas,
                           vgg_weights=args.vgg_weights)
-    missing = [h for h in summary["targets"].values() if not target.Target & {"target_hash": h}]
-    if missing:
-        print(f"entered the paper's configurations; {len(missing)} target(s) are not computed yet.\n"
-              "Next: neural-reg populate (or start workers), then run this command again to enter the classifiers.")
+    _print_entered(summary)
+    return 0
+
+
+def _print_entered(summary: dict) -> None:
+    print(f"entered {len(summary['targets'])} targets, {len(summary['regularisers'])} regularisers and "
+          f"{summary['trainings']} classifiers to train" +
+          (f", scored by attack set {summary['attack_set']['attack_set_hash'][:8]}" if summary["attack_set"] else ""))
+    print("next: neural-reg populate (or start workers: neural-reg worker)")
+
+
+def _experiment(args) -> int:
+    from .experiment import load_spec, resolve
+
+    spec = load_spec(args.file)
+    if args.action == "check":
+        plan = resolve(spec)  # needs no database
+        print(f"{args.file}: valid; {len(plan.targets)} targets, {len(plan.regularisers)} regularisers, "
+              f"{len(plan.attacks)} attacks")
         return 0
-    print(f"entered {enter_training(summary)} classifiers to train; start workers: neural-reg worker")
+    from schemas import activate
+
+    from .experiment import enter_experiment
+
+    activate()
+    _print_entered(enter_experiment(spec))
     return 0
 
 
@@ -186,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     grp.add_argument("--description", default="")
     grp.set_defaults(func=_group)
 
-    paper = sub.add_parser("setup-paper", help="enter the paper's full-scale configurations (for GPU workers)")
+    paper = sub.add_parser("setup-paper", help="enter the paper's whole experiment for a scan group, in one call")
     paper.add_argument("--scan-group", required=True)
     paper.add_argument("--task", default="cifar10-gray")
     paper.add_argument("--arch", default="resnet18")
@@ -194,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument("--alphas", type=float, nargs="+", default=[20.0])
     paper.add_argument("--vgg-weights", help="torchvision vgg19-dcbb9e9d.pth, for the VGG control target")
     paper.set_defaults(func=_setup_paper)
+
+    ex = sub.add_parser("experiment", help="enter a whole experiment from a specification file (JSON)")
+    ex.add_argument("action", choices=["enter", "check"],
+                    help="enter: check, resolve and enter every configuration in one transaction; check: only "
+                         "check and resolve")
+    ex.add_argument("file", help="a JSON specification, or 'demo' / 'paper' (neural_reg/experiments/)")
+    ex.set_defaults(func=_experiment)
 
     pop = sub.add_parser("populate", help="compute what is missing, in dependency order")
     pop.add_argument("tables", nargs="*", help="tables to populate (default: all), e.g. OracleStats Target")

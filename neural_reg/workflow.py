@@ -97,12 +97,9 @@ def populate(names=(), reserve_jobs=False, max_calls=None, progress=True, suppre
     suppress = reserve_jobs if suppress_errors is None else suppress_errors
     summary = {}
     for table in _select(names):
-        passes = table.populate_passes() if hasattr(table, "populate_passes") else ((),)
-        for restriction in passes:
-            result = table.populate(*restriction, reserve_jobs=reserve_jobs, max_calls=max_calls,
-                                    display_progress=progress, suppress_errors=suppress)
-            done, errors = summary.get(table.__name__, (0, []))
-            summary[table.__name__] = (done + result["success_count"], errors + list(result["error_list"]))
+        result = table.populate(reserve_jobs=reserve_jobs, max_calls=max_calls, display_progress=progress,
+                                suppress_errors=suppress)
+        summary[table.__name__] = (result["success_count"], list(result["error_list"]))
     return summary
 
 

@@ -1,9 +1,10 @@
-"""classifier: ResNets trained on a classification task, regularised towards a Target (Eq 7-10).
+"""classifier: ResNets trained on a classification task, regularised towards a target (Eq 7-10).
 
-``Training`` lists what to train (task x architecture x schedule x regulariser x seed, as DataJoint Elements'
-ProcessingTask does), so a lab trains the combinations it asks for rather than every product of the lookups.
-TrainedClassifier trains with the three-part make and a checkpoint per epoch under the project's home, so a
-stopped or crashed worker resumes where it was.
+``Regulariser`` points at a target *configuration*, never at a computed target, so an experiment is entered in
+one go; TrainedClassifier works through ``Training`` (task x architecture x schedule x regulariser x seed, as
+DataJoint Elements' ProcessingTask does) once the regulariser's target is computed. It trains with the
+three-part make and a checkpoint per epoch under the project's home, so a stopped or crashed worker resumes
+where it was; make_fetch hands DataJoint the resolved parameters and the target's stored checksum, not its arrays.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import shutil
 import datajoint as dj
 import numpy as np
 
-from pipeline.classifier import resnet, tasks
-from pipeline.classifier import train as classifier_train
 from neural_reg.settings import load_settings
+from pipeline.classifier import config as train_config
+from pipeline.classifier import inference, resnet, tasks
+from pipeline.classifier import train as classifier_train
+from pipeline.errors import ConfigError
 
 from . import codecs  # noqa: F401
 from . import recording, target
-from .heavy import HeavyInputs
 from .paramset import ParamSet, params_hash
 
 schema = dj.Schema()
@@ -34,11 +36,7 @@ class TaskDataset(dj.Lookup):
     n_classes : int16
     description : varchar(255)
     """
-    contents = [
-        ("digits", 10, "scikit-learn's 8x8 digits resized to 32x32: embedded, for the offline demo and tests"),
-        ("cifar10-gray", 10, "CIFAR-10 in grayscale (ITU-R 601 luma), from the official python archive"),
-        ("cifar100-gray", 100, "CIFAR-100 in grayscale (ITU-R 601 luma), from the official python archive"),
-    ]
+    contents = [(name, n_classes, description) for name, (n_classes, description) in tasks.TASKS.items()]
 
 
 @schema
@@ -48,11 +46,7 @@ class Architecture(dj.Lookup):
     ---
     description : varchar(255)
     """
-    contents = [
-        ("resnet18", "ResNet18 for 32x32 grayscale (3x3 stem, no max-pool), width 64: the paper's CIFAR-10 net"),
-        ("resnet34", "ResNet34 for 32x32 grayscale, width 64: the paper's CIFAR-100 net"),
-        ("resnet18-narrow", f"ResNet18 at width {resnet.NARROW_WIDTH}: for CPU runs"),
-    ]
+    contents = list(resnet.ARCHITECTURES.items())
 
 
 @schema
@@ -61,10 +55,31 @@ class TrainConfig(ParamSet, dj.Manual):
     train_hash : char(32)
     ---
     train_name : varchar(64)
-    params : <blob>                 # {'preset': ..., overrides}; see pipeline.classifier.train.TRAIN_PRESETS
+    params : <blob>                 # resolved: pipeline.classifier.config.resolve_train_config
     unique index (train_name)
     """
     hash_attr, name_attr = "train_hash", "train_name"
+    resolve = staticmethod(train_config.resolve_train_config)
+
+
+def resolve_regulariser_config(params: dict) -> dict:
+    """{'alpha', 'target_hash' (None for the None control), other regulariser keys} -> the complete configuration.
+
+    alpha = 0 is the None control whatever else is given: {'alpha': 0.0, 'target_hash': None}.
+    """
+    params = dict(params)
+    target_hash = params.pop("target_hash", None)
+    if "alpha" not in params:
+        raise ConfigError(f"regulariser {params}: needs 'alpha' (0 for the None control)")
+    resolved = train_config.resolve_regulariser(params)
+    if resolved is None:
+        if target_hash is not None:
+            raise ConfigError("regulariser: alpha = 0 with a target regularises nothing. Fix: give alpha > 0, or "
+                              "no target for the None control")
+        return {"alpha": 0.0, "target_hash": None}
+    if target_hash is None:
+        raise ConfigError(f"regulariser: alpha = {resolved['alpha']} needs a target. Fix: give target_hash")
+    return {**resolved, "target_hash": str(target_hash)}
 
 
 @schema
@@ -75,26 +90,20 @@ class Regulariser(ParamSet, dj.Manual):
     ---
     regulariser_name : varchar(64)
     alpha : float32
-    -> [nullable] target.Target
-    params : <blob>                 # overrides of pipeline.classifier.train.REGULARISER_DEFAULTS
+    -> [nullable] target.TargetConfig
+    params : <blob>                 # resolved: alpha, target_hash and pipeline.classifier.config.resolve_regulariser
     unique index (regulariser_name)
     """
     hash_attr, name_attr = "regulariser_hash", "regulariser_name"
+    resolve = staticmethod(resolve_regulariser_config)
 
     @classmethod
     def insert_regulariser(cls, name: str, alpha: float, target_hash: str | None = None, **params) -> dict:
-        if alpha > 0 and target_hash is None:
-            raise dj.DataJointError(f"regulariser {name!r}: alpha > 0 needs a target. Fix: give target_hash.")
-        if target_hash is not None and not (target.Target & {"target_hash": target_hash}):
-            raise dj.DataJointError(f"regulariser {name!r}: target {target_hash} is not computed yet. "
-                                    "Fix: populate target.Target first.")
-        params = {"alpha": float(alpha), **params}
-        digest = params_hash({**params, "target_hash": target_hash})
-        key = {"regulariser_hash": digest}
-        if cls() & key:
-            return key
-        cls.insert1(dict(key, regulariser_name=name, alpha=float(alpha), target_hash=target_hash, params=params))
-        return key
+        resolved = resolve_regulariser_config({"alpha": alpha, "target_hash": target_hash, **params})
+        if target_hash is not None and not target.TargetConfig & {"target_hash": target_hash}:
+            raise ConfigError(f"regulariser {name!r}: target configuration {target_hash} does not exist. Fix: "
+                              "enter the target configuration first")
+        return cls.insert_params(name, resolved, alpha=resolved["alpha"], target_hash=resolved["target_hash"])
 
 
 @schema
@@ -123,11 +132,8 @@ def checkpoint_dir(key: dict):
     return load_settings().checkpoint_dir / f"{TrainedClassifier.database}-{digest}"
 
 
-def regularisation_target(key: dict) -> dict | None:
-    """{'matrix', 'stimuli', 'image_ids'} restricted to the target's images not held out, or None (no target)."""
-    target_hash = (Regulariser & key).fetch1("target_hash")
-    if target_hash is None:
-        return None
+def regularisation_target(target_hash: str) -> dict:
+    """{'matrix', 'stimuli', 'image_ids'} of a computed target, restricted to the images not held out."""
     image_set, image_ids, heldout, S = (target.Target & {"target_hash": target_hash}).fetch1(
         "image_set", "image_ids", "heldout", "similarity")
     keep = ~heldout.astype(bool)
@@ -137,7 +143,7 @@ def regularisation_target(key: dict) -> dict | None:
 
 
 @schema
-class TrainedClassifier(HeavyInputs, dj.Computed):
+class TrainedClassifier(dj.Computed):
     definition = """
     -> Training
     ---
@@ -159,20 +165,24 @@ class TrainedClassifier(HeavyInputs, dj.Computed):
         gamma : float32
         """
 
-    def fetch_inputs(self, key):
-        reg = (Regulariser & key).fetch1()
-        params = {"train": TrainConfig.params_of(key), "alpha": float(reg["alpha"]),
-                  "regulariser": reg["params"] if reg["alpha"] > 0 else None}
-        target_arrays = regularisation_target(key) if reg["alpha"] > 0 else None
-        return params, (target_arrays or {})
+    @property
+    def key_source(self):  # what to train, once the regulariser's target (if any) is computed
+        ready = (Regulariser & "target_hash IS NULL").proj(), (Regulariser * target.Target.proj()).proj()
+        return Training & list(ready)
 
-    def compute(self, key, params, target_arrays):
+    def make_fetch(self, key):
+        regulariser = Regulariser.params_of(key)
+        target_hash = regulariser.pop("target_hash")
+        checksum = None if target_hash is None else (target.Target & {"target_hash": target_hash}).fetch1("checksum")
+        return TrainConfig.params_of(key), regulariser, target_hash, checksum
+
+    def make_compute(self, key, train, regulariser, target_hash, _checksum):
         task = tasks.load_task(key["task"], root=load_settings().data_dir)
-        folder = checkpoint_dir(key)
         result = classifier_train.train_classifier(
-            task, key["arch"], params["train"], regulariser=params["regulariser"],
-            target=target_arrays or None, seed=key["classifier_seed"], checkpoint_dir=folder, progress=True)
-        return result
+            task, key["arch"], train, regulariser=regulariser if target_hash else None,
+            target=regularisation_target(target_hash) if target_hash else None, seed=key["classifier_seed"],
+            checkpoint_dir=checkpoint_dir(key), progress=True)
+        return (result,)
 
     def make_insert(self, key, result):
         self.insert1(dict(key, state_dict={k: v.numpy() for k, v in result.state_dict.items()},
@@ -187,8 +197,7 @@ def load_trained(key: dict):
     """The trained torch classifier of one TrainedClassifier row, in eval mode on the CPU."""
     import torch
 
-    state = (TrainedClassifier & key).fetch1("state_dict")
+    state, arch = (TrainedClassifier & key).fetch1("state_dict", "arch")
     n_classes = (TaskDataset & key).fetch1("n_classes")
-    arch = (TrainedClassifier & key).fetch1("arch")
-    return classifier_train.load_classifier(arch, int(n_classes),
-                                            {k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    return inference.load_classifier(arch, int(n_classes),
+                                     {k: torch.from_numpy(np.array(v)) for k, v in state.items()})

@@ -6,10 +6,13 @@ paper/equations.md; the numbers come from pipeline.oracle.
 
 from __future__ import annotations
 
+import contextlib
+
 import datajoint as dj
 import numpy as np
 
 from pipeline.oracle import statistics as oracle_math
+from pipeline.errors import NeuralRegError
 from pipeline.oracle import similarity as sim
 
 from . import codecs  # noqa: F401
@@ -53,7 +56,7 @@ class OracleStats(dj.Computed):
         trials = recording.load_trials(key)
         oracle = trials["tier"] == "oracle"
         if not oracle.any():
-            raise dj.DataJointError(f"scan {key} has no oracle trials: Eq 1 needs repeated images. Fix: ingest the "
+            raise NeuralRegError(f"scan {key} has no oracle trials: Eq 1 needs repeated images. Fix: ingest the "
                                     "scan with its repeated test images (tier 'oracle').")
         stats = oracle_math.oracle_stats(recording.load_responses(key)[oracle], trials["image_id"][oracle])
         unit_ids = (recording.Scan.Unit & key).to_arrays("unit_id", order_by="unit_index")
@@ -88,18 +91,10 @@ class OracleSimilarity(dj.Computed):
 
 
 def single_trial_responses(key: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(image_ids (n,), responses (n, n_neurons)) of the scan's non-oracle images, sorted by image id; an image
-    shown on several non-oracle trials gets the mean of those trials."""
+    """(image_ids (n,), responses (n, n_neurons)) of the scan's non-oracle images (pipeline's responses_per_image)."""
     trials = recording.load_trials(key)
     keep = trials["tier"] != "oracle"
-    image_ids, inverse = np.unique(trials["image_id"][keep], return_inverse=True)
-    responses = recording.load_responses(key)[keep]
-    if len(image_ids) == keep.sum():
-        order = np.argsort(trials["image_id"][keep])
-        return image_ids, responses[order]
-    sums = np.zeros((len(image_ids), responses.shape[1]), np.float64)
-    np.add.at(sums, inverse, responses)
-    return image_ids, (sums / np.bincount(inverse)[:, None]).astype(np.float32)
+    return sim.responses_per_image(trials["image_id"][keep], recording.load_responses(key)[keep])
 
 
 @schema
@@ -140,16 +135,17 @@ class ScanGroup(dj.Manual):
         scan_keys = [(recording.Scan & k).fetch1("KEY") for k in scan_keys]
         sets = {(recording.Scan & k).fetch1("image_set") for k in scan_keys}
         if len(sets) != 1:
-            raise dj.DataJointError(f"scan group {name!r}: its scans show different image sets {sorted(sets)}; "
+            raise NeuralRegError(f"scan group {name!r}: its scans show different image sets {sorted(sets)}; "
                                     "a group's similarities must index the same images.")
         key = {"scan_group": name}
         if cls() & key:
             members = {tuple(sorted(m.items())) for m in (cls.Member & key).to_dicts()}
             wanted = {tuple(sorted(dict(k, **key).items())) for k in scan_keys}
             if members != wanted:
-                raise dj.DataJointError(f"scan group {name!r} exists with other scans. Fix: choose another name.")
+                raise NeuralRegError(f"scan group {name!r} exists with other scans. Fix: choose another name.")
             return key
-        with cls.connection.transaction:
+        # inside a caller's transaction (enter_experiment), join it: DataJoint has no nested transactions
+        with contextlib.nullcontext() if cls.connection.in_transaction else cls.connection.transaction:
             cls.insert1(dict(key, image_set=sets.pop(), description=description))
             cls.Member.insert(dict(k, **key) for k in scan_keys)
         return key
@@ -178,7 +174,7 @@ class Stability(dj.Computed):
         members = (ScanGroup.Member & key).to_dicts()
         sims = [(OracleSimilarity & m).fetch1("image_ids", "similarity") for m in members]
         if any(not np.array_equal(ids, sims[0][0]) for ids, _ in sims):
-            raise dj.DataJointError(f"scan group {key}: its scans' oracle images differ; Eq 4 needs the same ones")
+            raise NeuralRegError(f"scan group {key}: its scans' oracle images differ; Eq 4 needs the same ones")
         scan_dS = oracle_math.scan_fluctuations(np.stack([S for _, S in sims]))
         repeat_dS = []
         for m in members:
@@ -186,9 +182,5 @@ class Stability(dj.Computed):
             oracle = trials["tier"] == "oracle"
             repeat_dS.append(oracle_math.repeat_fluctuations(recording.load_responses(m)[oracle],
                                                              trials["image_id"][oracle], snr_weights(m)))
-        repeat_dS = np.concatenate(repeat_dS)
-        edges = np.linspace(-1, 1, 101)
-        self.insert1(dict(key, n_scans=len(members), scan_width=float(np.std(scan_dS)),
-                          repeat_width=float(np.std(repeat_dS)), bin_edges=edges,
-                          scan_histogram=np.histogram(scan_dS, edges, density=True)[0],
-                          repeat_histogram=np.histogram(repeat_dS, edges, density=True)[0]))
+        self.insert1(dict(key, n_scans=len(members),
+                          **oracle_math.fluctuation_histograms(scan_dS, np.concatenate(repeat_dS))))

@@ -1,7 +1,9 @@
 """predictor: models that predict a scan's responses from the image and behaviour, and their similarity (Eq 6).
 
 TrainedPredictor trains with DataJoint's three-part make (fetch, compute, insert), so no transaction stays open
-while a model trains; the numbers come from pipeline.predictor.
+while a model trains: make_fetch returns the resolved parameters and the scan's stored checksum (a short string
+DataJoint compares again before inserting), make_compute reads the arrays itself. The numbers come from
+pipeline.predictor.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ import datajoint as dj
 import numpy as np
 
 from pipeline.oracle import similarity as sim
+from pipeline.predictor import config as predictor_config
 from pipeline.predictor import train as predictor_train
 
 from . import codecs  # noqa: F401
 from . import oracle, recording
-from .heavy import HeavyInputs
 from .paramset import ParamSet
 
 schema = dj.Schema()
@@ -28,10 +30,11 @@ class PredictorConfig(ParamSet, dj.Manual):
     predictor_hash : char(32)
     ---
     predictor_name : varchar(64)
-    params : <blob>                 # dict: overrides of pipeline.predictor.train.DEFAULT_CONFIG
+    params : <blob>                 # resolved: pipeline.predictor.config.resolve_config
     unique index (predictor_name)
     """
     hash_attr, name_attr = "predictor_hash", "predictor_name"
+    resolve = staticmethod(predictor_config.resolve_config)
 
 
 @schema
@@ -58,7 +61,7 @@ def training_data(key: dict) -> dict:
 
 
 @schema
-class TrainedPredictor(HeavyInputs, dj.Computed):
+class TrainedPredictor(dj.Computed):
     definition = """
     -> recording.Scan
     -> PredictorConfig
@@ -83,11 +86,12 @@ class TrainedPredictor(HeavyInputs, dj.Computed):
         correlation : float32          # v_a: correlation of predicted and measured held-out single trials
         """
 
-    def fetch_inputs(self, key):
-        return PredictorConfig.params_of(key), training_data(key)
+    def make_fetch(self, key):
+        return PredictorConfig.params_of(key), (recording.Scan & key).fetch1("checksum")
 
-    def compute(self, key, params, data):
-        return predictor_train.train_predictor(data, params, seed=key["predictor_seed"], progress=True)
+    def make_compute(self, key, params, _checksum):
+        return (predictor_train.train_predictor(training_data(key), params, seed=key["predictor_seed"],
+                                                progress=True),)
 
     def make_insert(self, key, result):
         unit_ids = (recording.Scan.Unit & key).to_arrays("unit_id", order_by="unit_index")
@@ -130,6 +134,5 @@ class ModelSimilarity(dj.Computed):
         _, pixels = recording.load_images(image_set, image_ids)
         predicted = predictor_train.predict(load_trained(key), pixels)
         v = (TrainedPredictor.Unit * recording.Scan.Unit & key).to_arrays("correlation", order_by="unit_index")
-        # a neuron the model predicts worse than chance (v < 0) carries no denoised signal: weight 0, not |v|
-        S = sim.model_similarity(predicted, oracle.snr_weights(key), np.clip(v, 0, None))
+        S = sim.model_similarity(predicted, oracle.snr_weights(key), v)
         self.insert1(dict(key, image_ids=image_ids, similarity=S))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datajoint as dj
 import numpy as np
 
+from pipeline.digests import array_digest
 from pipeline.recording.scan_data import BEHAVIOR_NAMES, TIERS, RecordingError, ScanData
 
 from . import codecs  # noqa: F401  (registers <ndarray>)
@@ -66,6 +67,7 @@ class Scan(dj.Manual):
     source_format : enum('filetree', 'simulator')
     n_neurons : int32
     n_trials : int32
+    checksum : char(40)             # SHA-1 of the trials x neurons responses and every trial's image, tier, behaviour
     ingested = CURRENT_TIMESTAMP : datetime
     """
 
@@ -164,12 +166,19 @@ def ingest_scan(scan: ScanData, key: dict, image_set: str, source_format: str,
                       for i, p in new_images])
         Animal.insert1(dict(animal_id=key["animal_id"]), skip_duplicates=True)
         Scan.insert1(dict(key, image_set=image_set, source=str(scan.source)[:1000], source_format=source_format,
-                          n_neurons=scan.n_neurons, n_trials=scan.n_trials))
+                          n_neurons=scan.n_neurons, n_trials=scan.n_trials,
+                          checksum=scan_checksum(responses, image_ids, tiers, behavior, pupil)))
         Scan.Unit.insert(units)
         Trial.insert(trials)
         for block in blocks:
             Responses.insert1(block)
     return key
+
+
+def scan_checksum(responses, image_ids, tiers, behavior, pupil_center) -> str:
+    """What a scan's downstream three-part makes verify instead of re-hashing the arrays (all in row order)."""
+    return array_digest(np.asarray(responses, np.float32), np.asarray(image_ids, np.int64),
+                        np.asarray(tiers, str), np.asarray(behavior, np.float32), np.asarray(pupil_center, np.float32))
 
 
 def _images_to_insert(scan: ScanData, image_set: str) -> list[tuple[int, np.ndarray]]:
@@ -193,7 +202,7 @@ def load_responses(key: dict) -> np.ndarray:
     """The scan's (n_trials, n_neurons) float32 response matrix, rows by trial_idx, columns by unit_id."""
     blocks = (Responses & key).to_arrays("responses", order_by="block")
     if len(blocks) == 0:
-        raise dj.DataJointError(f"no responses stored for scan {key}")
+        raise RecordingError(f"no responses stored for scan {key}. Fix: ingest the scan again")
     return np.concatenate(list(blocks), axis=0) if len(blocks) > 1 else blocks[0]
 
 
@@ -230,5 +239,6 @@ def load_images(image_set: str, image_ids=None) -> tuple[np.ndarray, np.ndarray]
     keep = np.ones(len(ids), bool) if image_ids is None else np.isin(ids, image_ids)
     if image_ids is not None and keep.sum() < len(np.unique(image_ids)):
         missing = np.setdiff1d(image_ids, ids)[:5].tolist()
-        raise dj.DataJointError(f"image set {image_set!r} has no images {missing}")
+        raise RecordingError(f"image set {image_set!r} has no images {missing}. Fix: ingest the scans that "
+                             "showed them")
     return ids[keep], np.stack([p for p, k in zip(pixels, keep) if k]).astype(np.float32)

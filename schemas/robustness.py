@@ -2,26 +2,33 @@
 
 NoiseRobustness (Fig 4), CorruptionRobustness (CIFAR-10-C style), Adversarial (per attack: per-sample minimal
 perturbations and the queries-vs-size curve, Fig 5), RobustnessScore (the Schott et al. per-sample minimum over
-every attack, and its median), BrainLikeness (the classifier's similarity vs a neural target).
+the attacks of an AttackSet, and its median), BrainLikeness (the classifier's similarity vs a neural target).
+Every configuration is resolved and checked when it is entered (schemas.paramset).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from types import SimpleNamespace
 
 import datajoint as dj
 import numpy as np
 
-from pipeline.robustness import brain_likeness as bl
-from pipeline.classifier import tasks
-from pipeline.robustness import attacks, corruptions, noise, scores
 from neural_reg.settings import load_settings
+from pipeline.classifier import tasks
+from pipeline.errors import ConfigError
+from pipeline.robustness import attacks, corruptions, noise, scores
+from pipeline.robustness import brain_likeness as bl
+from pipeline.robustness.norms import NORMS
+from pipeline.robustness.samples import select_samples
+from pipeline.target.config import NEURAL_KINDS
 
 from . import classifier, codecs, recording, target  # noqa: F401
 from .paramset import ParamSet
 
 schema = dj.Schema()
+_NORM_ENUM = ", ".join(f"'{n}'" for n in NORMS)
 POPULATE_ORDER = ("NoiseRobustness", "CorruptionRobustness", "Adversarial", "RobustnessScore", "BrainLikeness")
 # robust accuracy at RobustBench's Linf and L2 thresholds; L1 and L0 have no common standard, these (10 and 12
 # pixels' worth on 32 x 32 images in [0, 1]) are this project's reference points
@@ -37,7 +44,7 @@ def _task(name: str, root: str) -> tasks.TaskData:
 def test_samples(key: dict, n_samples: int | None, seed: int):
     """(indices, x (n, 1, 32, 32), y) of the classifier's test set: a seeded subset, the same for every model."""
     task = _task(key["task"], str(load_settings().data_dir))
-    idx = attacks.select_samples(len(task.test_y), n_samples, seed)
+    idx = select_samples(len(task.test_y), n_samples, seed)
     return idx, task.test_x[idx], task.test_y[idx]
 
 
@@ -47,10 +54,11 @@ class NoiseConfig(ParamSet, dj.Manual):
     noise_hash : char(32)
     ---
     noise_name : varchar(64)
-    params : <blob>                 # {'stds': [...], 'n_samples': int or None (all), 'seed': int}
+    params : <blob>                 # resolved: {'stds': [...], 'n_samples': int or None (all), 'seed': int}
     unique index (noise_name)
     """
     hash_attr, name_attr = "noise_hash", "noise_name"
+    resolve = staticmethod(noise.resolve_noise_config)
 
 
 @schema
@@ -79,10 +87,11 @@ class CorruptionConfig(ParamSet, dj.Manual):
     corruption_hash : char(32)
     ---
     corruption_name : varchar(64)
-    params : <blob>                 # {'corruptions': [...], 'severities': [...], 'n_samples', 'seed'}
+    params : <blob>                 # resolved: {'corruptions': [...], 'severities': [...], 'n_samples', 'seed'}
     unique index (corruption_name)
     """
     hash_attr, name_attr = "corruption_hash", "corruption_name"
+    resolve = staticmethod(corruptions.resolve_corruption_config)
 
 
 @schema
@@ -117,20 +126,21 @@ class CorruptionRobustness(dj.Computed):
 
 @schema
 class AttackConfig(ParamSet, dj.Manual):
-    definition = """
+    definition = f"""
     attack_hash : char(32)
     ---
     attack_name : varchar(64)
-    norm : enum('L0', 'L1', 'L2', 'Linf')
-    params : <blob>                 # pipeline.robustness.attacks config: attack, sweep, repeats, samples, seed
+    norm : enum({_NORM_ENUM})
+    params : <blob>                 # resolved: pipeline.robustness.attacks.resolve_attack_config
     unique index (attack_name)
     """
     hash_attr, name_attr = "attack_hash", "attack_name"
+    resolve = staticmethod(attacks.resolve_attack_config)
 
     @classmethod
     def insert_attack(cls, name: str, params: dict) -> dict:
-        params = attacks.parse_attack_config(params)  # a bad config fails here, not in a worker
-        return cls.insert_params(name, params, norm=params["norm"])
+        resolved = attacks.resolve_attack_config(params)
+        return cls.insert_params(name, resolved, norm=resolved["norm"])
 
 
 @schema
@@ -151,8 +161,7 @@ class Adversarial(dj.Computed):
     def make(self, key):
         params = AttackConfig.params_of(key)
         idx, x, y = test_samples(key, params.get("n_samples"), params["seed"])
-        result = attacks.minimal_perturbations(classifier.load_trained(key), x, y,
-                                               {**params, "n_samples": None}, keep_adversarials=False)
+        result = attacks.minimal_perturbations(classifier.load_trained(key), x, y, params, keep_adversarials=False)
         self.insert1(dict(key, sample_idx=idx[result.indices], distances=result.distances.astype(np.float32),
                           median=float(scores.median_perturbation(result.distances)),
                           success_rate=float(np.mean(result.success)),
@@ -160,17 +169,61 @@ class Adversarial(dj.Computed):
                           wall_time=float(result.wall_time)))
 
 
+def _attack_set_members(attack_hashes) -> list[str]:
+    hashes = sorted({str(h) for h in attack_hashes})
+    if not hashes:
+        raise ConfigError("an attack set needs at least one attack. Fix: list the attacks it takes the minimum over")
+    return hashes
+
+
+@schema
+class AttackSet(ParamSet, dj.Manual):
+    definition = """
+    # the attacks whose per-sample minimum a RobustnessScore takes: adding an attack later changes no old score
+    attack_set_hash : char(32)
+    ---
+    attack_set_name : varchar(64)
+    params : <blob>                 # {'attacks': sorted attack hashes}
+    unique index (attack_set_name)
+    """
+    hash_attr, name_attr = "attack_set_hash", "attack_set_name"
+    resolve = staticmethod(lambda params: {"attacks": _attack_set_members(params["attacks"])})
+
+    class Member(dj.Part):
+        definition = """
+        -> master
+        -> AttackConfig
+        """
+
+    @classmethod
+    def insert_attack_set(cls, name: str, attack_keys) -> dict:
+        """An attack set of existing AttackConfig rows (keys or attack names); idempotent like every paramset."""
+        hashes = []
+        for k in attack_keys:
+            query = AttackConfig & ({"attack_name": k} if isinstance(k, str) else k)
+            if len(query) != 1:
+                raise ConfigError(f"attack set {name!r}: attack {k!r} is not configured. Fix: enter it first "
+                                  "(AttackConfig.insert_attack)")
+            hashes.append(query.fetch1("attack_hash"))
+        params = {"attacks": _attack_set_members(hashes)}
+        with contextlib.nullcontext() if cls.connection.in_transaction else cls.connection.transaction:
+            key = cls.insert_params(name, params)
+            cls.Member.insert((dict(key, attack_hash=h) for h in params["attacks"]), skip_duplicates=True)
+        return key
+
+
 @schema
 class RobustnessScore(dj.Computed):
     definition = """
-    # per norm: the per-sample minimum over every Adversarial row of the classifier, and its median
+    # per norm: the per-sample minimum over the attack set's Adversarial rows of the classifier, and its median
     -> classifier.TrainedClassifier
+    -> AttackSet
     """
 
     class Norm(dj.Part):
-        definition = """
+        definition = f"""
         -> master
-        norm : enum('L0', 'L1', 'L2', 'Linf')
+        norm : enum({_NORM_ENUM})
         ---
         median : float32                # the score: median over samples of the minimal perturbation
         robust_accuracy : float32       # fraction of samples whose minimal perturbation exceeds the threshold
@@ -181,14 +234,14 @@ class RobustnessScore(dj.Computed):
         """
 
     @property
-    def key_source(self):  # classifiers with every configured attack done
-        n_attacks = len(AttackConfig())
-        done = classifier.TrainedClassifier.proj().aggr(Adversarial.proj(), n="count(*)")
-        return classifier.TrainedClassifier.proj() & (done & f"n = {n_attacks}").proj()
+    def key_source(self):  # (classifier, attack set) pairs with every member attack done
+        pairs = classifier.TrainedClassifier.proj() * AttackSet.proj()
+        missing = (classifier.TrainedClassifier.proj() * AttackSet.Member.proj()) - Adversarial.proj()
+        return pairs - missing
 
     def make(self, key):
         self.insert1(key)
-        rows = (Adversarial * AttackConfig & key).to_dicts()
+        rows = (Adversarial * AttackConfig * AttackSet.Member & key).to_dicts()
         for norm in sorted({r["norm"] for r in rows}):
             runs = [r for r in rows if r["norm"] == norm]
             idx, best = scores.minimal_over_attacks(
@@ -220,7 +273,8 @@ class BrainLikeness(dj.Computed):
 
     @property
     def key_source(self):
-        neural = target.Target * target.TargetConfig & "kind in ('neural-model', 'neural-data')"
+        kinds = ", ".join(f"'{k}'" for k in NEURAL_KINDS)
+        neural = target.Target * target.TargetConfig & f"kind in ({kinds})"
         return classifier.TrainedClassifier.proj() * neural.proj()
 
     def make(self, key):
@@ -228,11 +282,7 @@ class BrainLikeness(dj.Computed):
                                                                         "similarity")
         keep = heldout.astype(bool)
         _, stimuli = recording.load_images(image_set, image_ids[keep])
-        per_layer = bl.layer_similarities(classifier.load_trained(key), stimuli)
         gamma = dict(zip(*(classifier.TrainedClassifier.LayerWeight & key).to_arrays("layer", "gamma")))
-        used = {k: v for k, v in per_layer.items() if not gamma or k in gamma}
-        S_held = S[np.ix_(keep, keep)]
-        self.insert1(dict(key, correlation=bl.similarity_correlation(bl.combined_similarity(used, gamma), S_held),
-                          n_images=int(keep.sum())))
-        self.Layer.insert(dict(key, layer=k, correlation=bl.similarity_correlation(v, S_held))
-                          for k, v in per_layer.items())
+        combined, per_layer = bl.brain_likeness(classifier.load_trained(key), stimuli, S[np.ix_(keep, keep)], gamma)
+        self.insert1(dict(key, correlation=combined, n_images=int(keep.sum())))
+        self.Layer.insert(dict(key, layer=k, correlation=r) for k, r in per_layer.items())

@@ -1,12 +1,9 @@
 """target: the similarity matrices a classifier is regularised towards, and the control targets (Fig 4).
 
-Kinds (TargetConfig.kind, with their params):
-- neural-model   {"scan_group", "predictor_hash", "predictor_seed"}: mean of ModelSimilarity (Eq 6) over the group
-- neural-data    {"scan_group"}: mean of DataSimilarity (Eq 2 on single trials) over the group
-- shuffle        {"base": a target_hash, "seed"}: the base target with its stimulus order permuted
-- pixel          {"scan_group"}: Eq 2 on the raw pixels of the same images
-- feature-model  {"scan_group", "weights_path", "layer"}: Eq 2 on a layer of an ImageNet VGG19 (weights file given)
-- random         {"scan_group", "seed"}: Eq 2 on random vectors
+TargetConfig holds a resolved configuration (see pipeline.target.config for the kinds and their parameters) and
+points at configurations only (the scan group; for neural-model targets the predictor configuration), so an
+experiment is entered in one go. Target computes a configuration once its inputs are computed; a shuffle target
+permutes its base's matrix, computed from the base's own inputs, so it waits on no other row of this table.
 Every kind indexes the non-oracle images of its scan group, so targets compare entry by entry; a fixed fraction
 of them (``heldout``) is kept out of regularisation for measuring brain-likeness.
 """
@@ -16,8 +13,12 @@ from __future__ import annotations
 import datajoint as dj
 import numpy as np
 
+from pipeline.digests import array_digest
+from pipeline.errors import NeuralRegError
 from pipeline.oracle import similarity as sim
 from pipeline.target import controls
+from pipeline.target.config import KINDS, inputs_of, resolve_target_config, scan_group_of
+from pipeline.target.heldout import heldout_mask
 
 from . import codecs  # noqa: F401
 from . import oracle, predictor, recording
@@ -26,36 +27,35 @@ from .paramset import ParamSet
 schema = dj.Schema()
 POPULATE_ORDER = ("Target",)  # for `neural-reg populate`
 
-KINDS = ("neural-model", "neural-data", "shuffle", "pixel", "feature-model", "random")
-HELDOUT_FRACTION = 0.1
-HELDOUT_SEED = 20191208  # fixed: every target of an image set holds out the same images
+_KIND_ENUM = ", ".join(f"'{k}'" for k in KINDS)
 
 
 @schema
 class TargetConfig(ParamSet, dj.Manual):
-    definition = """
+    definition = f"""
     target_hash : char(32)
     ---
     target_name : varchar(64)
-    kind : enum('neural-model', 'neural-data', 'shuffle', 'pixel', 'feature-model', 'random')
-    params : <blob>
+    kind : enum({_KIND_ENUM})
+    -> oracle.ScanGroup
+    params : <blob>                 # resolved: pipeline.target.config.resolve_target_config
     unique index (target_name)
     """
     hash_attr, name_attr = "target_hash", "target_name"
+    resolve = staticmethod(resolve_target_config)
 
     @classmethod
     def insert_target(cls, name: str, kind: str, **params) -> dict:
-        if kind not in KINDS:
-            raise dj.DataJointError(f"target kind {kind!r} is unknown. Fix: use one of {KINDS}")
-        return cls.insert_params(name, {"kind": kind, **params}, kind=kind)
-
-
-def heldout_mask(image_ids: np.ndarray, fraction: float = HELDOUT_FRACTION) -> np.ndarray:
-    """(n,) bool: the images kept out of regularisation, chosen by a fixed seeded permutation of the ids."""
-    order = np.random.default_rng(HELDOUT_SEED).permutation(len(image_ids))
-    mask = np.zeros(len(image_ids), bool)
-    mask[order[:int(round(fraction * len(image_ids)))]] = True
-    return mask
+        resolved = resolve_target_config({"kind": kind, **params})
+        group = scan_group_of(resolved)
+        if not oracle.ScanGroup & {"scan_group": group}:
+            raise NeuralRegError(f"target {name!r}: scan group {group!r} does not exist. Fix: enter it first "
+                                 "(neural-reg group NAME, or the experiment spec's scan_group).")
+        base = inputs_of(resolved)
+        if base["kind"] == "neural-model" and not predictor.PredictorConfig & {"predictor_hash": base["predictor_hash"]}:
+            raise NeuralRegError(f"target {name!r}: predictor configuration {base['predictor_hash']} does not exist. "
+                                 "Fix: enter the predictor configuration first.")
+        return cls.insert_params(name, resolved, kind=kind, scan_group=group)
 
 
 def group_image_ids(scan_group: str) -> tuple[str, np.ndarray]:
@@ -67,23 +67,76 @@ def group_image_ids(scan_group: str) -> tuple[str, np.ndarray]:
         ids = np.unique(trials["image_id"][trials["tier"] != "oracle"])
         common = ids if common is None else np.intersect1d(common, ids)
     if common is None or len(common) < 2:
-        raise dj.DataJointError(f"scan group {scan_group!r} has no common non-oracle images")
+        raise NeuralRegError(f"scan group {scan_group!r} has no common non-oracle images. Fix: group scans that "
+                             "showed the same images")
     return image_set, common
 
 
-def mean_over_group(table, scan_group: str, restriction: dict, image_ids: np.ndarray):
-    """Mean of a per-scan similarity table over a group, on the given images; returns (S, member keys)."""
-    members = (oracle.ScanGroup.Member & {"scan_group": scan_group}).to_dicts()
+def _per_scan_table(config: dict):
+    """(the per-scan similarity table a neural kind averages, its restriction), or (None, None)."""
+    if config["kind"] == "neural-model":
+        return predictor.ModelSimilarity, {"predictor_hash": config["predictor_hash"],
+                                           "predictor_seed": config["predictor_seed"]}
+    if config["kind"] == "neural-data":
+        return oracle.DataSimilarity, {}
+    return None, None
+
+
+def inputs_ready(config: dict) -> bool:
+    """Whether every per-scan row a resolved configuration averages is computed (pixel etc.: always)."""
+    config = inputs_of(config)
+    table, restriction = _per_scan_table(config)
+    if table is None:
+        return True
+    members = oracle.ScanGroup.Member & {"scan_group": config["scan_group"]}
+    return len(members) > 0 and not (members - (table & restriction).proj())
+
+
+def mean_over_group(table, scan_group: str, restriction: dict, image_ids: np.ndarray) -> np.ndarray:
+    """Mean of a per-scan similarity table over a group's scans, on the given images."""
     total = sim.SimilarityAccumulator(len(image_ids))
-    for member in members:
+    for member in (oracle.ScanGroup.Member & {"scan_group": scan_group}).to_dicts():
         query = table & {k: v for k, v in member.items() if k != "scan_group"} & restriction
         if len(query) != 1:
-            raise dj.DataJointError(f"{table.__name__} has {len(query)} rows for scan {member} and {restriction}; "
-                                    f"need 1. Fix: populate {table.__name__} first (neural-reg populate).")
+            raise NeuralRegError(f"{table.__name__} has {len(query)} rows for scan {member} and {restriction}; "
+                                 f"need 1. Fix: populate {table.__name__} first (neural-reg populate).")
         ids, S = query.fetch1("image_ids", "similarity")
         pos = np.searchsorted(ids, image_ids)
         total.add_similarity(S[np.ix_(pos, pos)])
-    return total.mean(), members
+    return total.mean()
+
+
+def compute_target(config: dict) -> dict:
+    """A resolved configuration's target: {image_set, image_ids, heldout, similarity, scans (lineage keys)}."""
+    if config["kind"] == "shuffle":
+        base = compute_target(config["base"])
+        return {**base, "similarity": controls.shuffle_target(base["similarity"], config["seed"])}
+    kind, group = config["kind"], config["scan_group"]
+    image_set, image_ids = group_image_ids(group)
+    heldout = heldout_mask(len(image_ids), config["heldout_fraction"], config["heldout_seed"])
+    scans = []
+    table, restriction = _per_scan_table(config)
+    if table is not None:
+        S = mean_over_group(table, group, restriction, image_ids)
+        scans = [{k: v for k, v in m.items() if k != "scan_group"}
+                 for m in (oracle.ScanGroup.Member & {"scan_group": group}).to_dicts()]
+    else:
+        _, pixels = recording.load_images(image_set, image_ids)
+        if kind == "pixel":
+            S = sim.pixel_similarity(pixels)
+        elif kind == "random":
+            S = controls.random_target(len(image_ids), config["seed"])
+        else:  # feature-model
+            from pipeline.target.vgg import load_vgg19_features
+
+            vgg = load_vgg19_features(config["weights_path"])
+            S = controls.feature_similarity(pixels / 255.0, vgg.grayscale_activations, config["layer"])
+    return {"image_set": image_set, "image_ids": image_ids, "heldout": heldout,
+            "similarity": np.asarray(S, np.float32), "scans": scans}
+
+
+def target_checksum(image_ids: np.ndarray, heldout: np.ndarray, similarity: np.ndarray) -> str:
+    return array_digest(np.asarray(image_ids, np.int64), np.asarray(heldout, bool), np.asarray(similarity))
 
 
 @schema
@@ -95,6 +148,7 @@ class Target(dj.Computed):
     image_ids : <ndarray>           # (n,) the images the target indexes, sorted
     heldout : <ndarray>             # (n,) bool: kept out of regularisation (for BrainLikeness)
     similarity : <ndarray>          # (n, n) float32
+    checksum : char(40)             # SHA-1 of image_ids, heldout and similarity: what downstream makes verify
     """
 
     class Scan(dj.Part):
@@ -104,47 +158,15 @@ class Target(dj.Computed):
         -> recording.Scan
         """
 
-    @staticmethod
-    def populate_passes():
-        """Shuffle targets permute another target: populate the other kinds first."""
-        return ((TargetConfig & "kind != 'shuffle'").proj(),), ()
+    @property
+    def key_source(self):  # configurations whose inputs are computed
+        ready = [{"target_hash": h} for h, p in zip(*TargetConfig.to_arrays("target_hash", "params"))
+                 if inputs_ready(p)]
+        return TargetConfig.proj() & ready if ready else TargetConfig.proj() & "FALSE"
 
     def make(self, key):
-        config = (TargetConfig & key).fetch1()
-        params, kind = config["params"], config["kind"]
-        members = []
-        if kind == "shuffle":
-            base = Target & {"target_hash": params["base"]}
-            if not base:
-                raise dj.DataJointError(f"shuffle target {config['target_name']!r}: its base target is not "
-                                        "computed yet. Fix: populate the base target first.")
-            image_set, image_ids, heldout, S = base.fetch1("image_set", "image_ids", "heldout", "similarity")
-            S = controls.shuffle_target(S, params["seed"])
-            members = (Target.Scan & {"target_hash": params["base"]}).proj().to_dicts()
-            members = [{k: v for k, v in m.items() if k != "target_hash"} for m in members]
-        else:
-            image_set, image_ids = group_image_ids(params["scan_group"])
-            heldout = heldout_mask(image_ids)
-            if kind == "neural-model":
-                restriction = {"predictor_hash": params["predictor_hash"],
-                               "predictor_seed": params.get("predictor_seed", 0)}
-                S, members = mean_over_group(predictor.ModelSimilarity, params["scan_group"], restriction,
-                                             image_ids)
-            elif kind == "neural-data":
-                S, members = mean_over_group(oracle.DataSimilarity, params["scan_group"], {}, image_ids)
-            else:
-                _, pixels = recording.load_images(image_set, image_ids)
-                if kind == "pixel":
-                    S = sim.pixel_similarity(pixels)
-                elif kind == "random":
-                    S = controls.random_target(len(image_ids), params["seed"])
-                else:  # feature-model
-                    from pipeline.target.vgg import load_vgg19_features
-
-                    vgg = load_vgg19_features(params["weights_path"])
-                    S = controls.feature_similarity(pixels / 255.0, vgg.grayscale_activations,
-                                                    params.get("layer", "conv3_1"))
-            members = [{k: v for k, v in m.items() if k != "scan_group"} for m in members]
-        self.insert1(dict(key, image_set=image_set, image_ids=image_ids, heldout=heldout,
-                          similarity=S.astype(np.float32)))
-        self.Scan.insert(dict(key, **m) for m in members)
+        out = compute_target(TargetConfig.params_of(key))
+        self.insert1(dict(key, image_set=out["image_set"], image_ids=out["image_ids"], heldout=out["heldout"],
+                          similarity=out["similarity"],
+                          checksum=target_checksum(out["image_ids"], out["heldout"], out["similarity"])))
+        self.Scan.insert(dict(key, **m) for m in out["scans"])

@@ -120,18 +120,38 @@ def population_similarity(responses, snr_weight=None) -> np.ndarray:
 
 
 def model_similarity(predicted, snr_weight, v) -> np.ndarray:
-    """Eq 6: similarity of a predictive model's responses, each neuron scaled by w_a * v_a.
+    """Eq 6: similarity of a predictive model's responses, each neuron scaled by w_a * max(v_a, 0).
 
     predicted: (n_images, n_neurons) predicted responses (behaviour held at its mean).
     snr_weight: (n_neurons,) w of Eq 1; v: (n_neurons,) held-out prediction correlation.
-    The sign of w * v does not matter (each neuron's scale enters S squared), so a neuron predicted
-    worse than chance (v < 0) is weighted by |v|; pass np.clip(v, 0, None) to drop such neurons instead.
+    A neuron the model predicts worse than chance (v < 0) carries no denoised signal, so it gets weight 0
+    (not |v|: each neuron's scale enters S squared, so its sign alone would not drop it).
     Returns (n_images, n_images) float32.
     """
     r = as_responses(predicted, "predicted")
     w = as_weights(snr_weight, r.shape[1], "snr_weight")
     v = as_weights(v, r.shape[1], "v")
-    return population_similarity(r, w * v)
+    return population_similarity(r, w * np.clip(v, 0.0, None))
+
+
+def responses_per_image(image_ids, responses) -> tuple[np.ndarray, np.ndarray]:
+    """Single-trial responses arranged for Eq 2: one row per distinct image, sorted by image id.
+
+    image_ids: (n_trials,) the image of each trial; responses: (n_trials, n_neurons). An image shown once keeps
+    its single trial; an image shown on several trials gets the mean of those trials (so it is one stimulus of
+    Eq 2, not several). Returns (ids (n_images,), (n_images, n_neurons) float32).
+    """
+    image_ids = np.asarray(image_ids)
+    r = np.asarray(responses)
+    if r.ndim != 2 or image_ids.shape != (r.shape[0],):
+        raise NeuralDataError(f"responses_per_image: 'image_ids' {image_ids.shape} must give one image per row of "
+                              f"'responses' {r.shape}. Fix: pass (n_trials,) ids and (n_trials, n_neurons) responses")
+    ids, inverse = np.unique(image_ids, return_inverse=True)
+    if len(ids) == len(image_ids):
+        return ids, np.asarray(r[np.argsort(image_ids, kind="stable")], np.float32)
+    sums = np.zeros((len(ids), r.shape[1]), np.float64)
+    np.add.at(sums, inverse, r)
+    return ids, (sums / np.bincount(inverse)[:, None]).astype(np.float32)
 
 
 def pixel_similarity(images) -> np.ndarray:

@@ -22,7 +22,7 @@ from pipeline.oracle.similarity import (
 )
 
 __all__ = ["NeuralDataError", "OracleStats", "oracle_stats", "oracle_correlation", "leave_one_out_means",
-           "scan_fluctuations", "repeat_fluctuations", "fluctuation_summary"]
+           "scan_fluctuations", "repeat_fluctuations", "fluctuation_summary", "fluctuation_histograms"]
 
 # A variance below (DEGENERATE_RTOL * rms response)^2 counts as zero: float32 rounding, not signal or noise.
 DEGENERATE_RTOL = 1e-6
@@ -158,3 +158,22 @@ def fluctuation_summary(values) -> dict:
     q25, q75 = np.percentile(x, [25, 75])
     return {"n": int(x.size), "mean": float(x.mean()), "std": float(x.std()), "q25": float(q25),
             "q75": float(q75), "iqr": float(q75 - q25)}
+
+
+FLUCTUATION_BINS = np.linspace(-1.0, 1.0, 101)  # similarities are in [-1, 1], so their differences mostly are
+
+
+def fluctuation_histograms(scan_dS, repeat_dS, edges=FLUCTUATION_BINS) -> dict:
+    """Fig 1C: the two fluctuation distributions on shared bins.
+
+    scan_dS: Eq 4 fluctuations; repeat_dS: Eq 5 fluctuations (any shapes, flattened). Returns bin_edges
+    (n_bins + 1,), scan_histogram and repeat_histogram (n_bins,) densities, and their widths scan_width and
+    repeat_width (standard deviations, ddof 0; values outside the bins still count in the widths).
+    """
+    scan = fluctuation_summary(scan_dS)
+    repeat = fluctuation_summary(repeat_dS)
+    edges = np.asarray(edges, dtype=np.float64)
+    return {"bin_edges": edges,
+            "scan_histogram": np.histogram(np.ravel(scan_dS), edges, density=True)[0],
+            "repeat_histogram": np.histogram(np.ravel(repeat_dS), edges, density=True)[0],
+            "scan_width": scan["std"], "repeat_width": repeat["std"]}

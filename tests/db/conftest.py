@@ -5,12 +5,14 @@ stopped again if this session started it. Every test session works under its own
 (test_<random>_...), dropped at the end, so test runs never touch anyone's data.
 """
 
+import copy
 import secrets
+from types import SimpleNamespace
 
 import pytest
 
-from neural_reg import demo, workflow
-from pipeline.predictor.train import CPU_FAST_CONFIG
+from neural_reg import workflow
+from neural_reg.experiment import enter_experiment, load_spec
 
 import schemas
 from neural_reg.database import PrivateServer, connect
@@ -52,18 +54,24 @@ def row_counts(db):
     return counts
 
 
-# The whole pipeline on a tiny simulated data set, populated once per test session.
-TINY = {
-    **demo.DEMO,
-    "scans": dict(n_scans=2, n_neurons=80, n_images=240, n_oracle_images=12, n_repeats=4, seed=21),
-    "scan_group": "tiny",
-    "predictor": ("tiny-cpu", {**CPU_FAST_CONFIG, "max_epochs": 4}),
-    "train": ("tiny-cpu", {"preset": "cpu-test"}),
-    "seeds": (0,),
-    "noise": ("tiny", {"stds": [0.0, 0.3, 0.6], "n_samples": 120, "seed": 0}),
-    "corruption": ("tiny", {"corruptions": ["gaussian_noise", "contrast"], "severities": [1, 5],
-                            "n_samples": 40, "seed": 0}),
-}
+def tiny_spec() -> dict:
+    """The demo's specification, shrunk to seconds: the same file, the same code path."""
+    spec = load_spec("demo")
+    spec.update(name="tiny", scan_group="tiny",
+                scans={"simulate": dict(n_scans=2, n_neurons=80, n_images=240, n_oracle_images=12, n_repeats=4,
+                                        seed=21)},
+                predictor={"name": "tiny-cpu", "preset": "cpu-fast", "max_epochs": 4})
+    spec["classifiers"].update(train={"name": "tiny-cpu", "preset": "cpu-test"}, seeds=[0])
+    spec["robustness"] = {
+        "noise": {"name": "tiny", "stds": [0.0, 0.3, 0.6], "n_samples": 120, "seed": 0},
+        "corruption": {"name": "tiny", "corruptions": ["gaussian_noise", "contrast"], "severities": [1, 5],
+                       "n_samples": 40, "seed": 0},
+        "attacks": {"configs": copy.deepcopy(ATTACKS)},
+        "attack_set": "tiny",
+    }
+    return spec
+
+
 ATTACKS = {
     "tiny-L2-ddn": {"attack": "ddn", "norm": "L2", "sweep": {"steps": [10, 30]}, "n_samples": 8, "batch_size": 8,
                     "seed": 0},
@@ -74,25 +82,19 @@ ATTACKS = {
 }
 
 
+@pytest.fixture
+def tiny():
+    """The tiny specification (a fresh dict each call) and its attack configurations."""
+    return SimpleNamespace(spec=tiny_spec, attacks=ATTACKS)
+
+
 @pytest.fixture(scope="session")
 def populated(db, tmp_path_factory, monkeypatch_module):
-    from schemas import robustness
-
+    """The tiny experiment, entered once and populated in one pass over every table."""
     monkeypatch_module.setenv("NEURALREG_CHECKPOINTS", str(tmp_path_factory.mktemp("checkpoints")))
-    demo.setup(TINY)
-    workflow.populate(("OracleStats", "OracleSimilarity", "DataSimilarity", "Stability", "TrainedPredictor",
-                       "ModelSimilarity"), progress=False, suppress_errors=False)
-    hashes = demo.targets(TINY)
-    workflow.populate(("Target",), progress=False, suppress_errors=False)
-    regs = demo.classifiers(hashes, TINY)
-    workflow.populate(("TrainedClassifier",), progress=False, suppress_errors=False)
-    robustness.NoiseConfig.insert_params(*TINY["noise"])
-    robustness.CorruptionConfig.insert_params(*TINY["corruption"])
-    for name, params in ATTACKS.items():
-        robustness.AttackConfig.insert_attack(name, params)
-    workflow.populate(("NoiseRobustness", "CorruptionRobustness", "Adversarial", "RobustnessScore",
-                       "BrainLikeness"), progress=False, suppress_errors=False)
-    return {"targets": hashes, "regulariser": regs}
+    summary = enter_experiment(tiny_spec())
+    workflow.populate(progress=False, suppress_errors=False)
+    return {**summary, "regulariser": {r["label"]: r["regulariser_hash"] for r in summary["regularisers"]}}
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.oracle.statistics import (
     NeuralDataError,
+    fluctuation_histograms,
     fluctuation_summary,
     oracle_correlation,
     oracle_stats,
@@ -174,3 +175,15 @@ def test_fluctuation_summary_known_values():
     assert s["std"] == pytest.approx(np.sqrt((101 ** 2 - 1) / 12))
     with pytest.raises(NeuralDataError, match="values"):
         fluctuation_summary([])
+
+
+def test_fluctuation_histograms_share_bins_and_report_widths():
+    rng = np.random.default_rng(3)
+    scan, repeat = rng.normal(0, 0.05, 4000), rng.normal(0, 0.2, 6000)
+    h = fluctuation_histograms(scan, repeat)
+    assert h["bin_edges"].shape == (101,) and h["bin_edges"][0] == -1 and h["bin_edges"][-1] == 1
+    width = np.diff(h["bin_edges"])
+    np.testing.assert_allclose((h["scan_histogram"] * width).sum(), 1.0, atol=1e-9)
+    np.testing.assert_allclose((h["repeat_histogram"] * width).sum(), 1.0, atol=1e-9)
+    assert abs(h["scan_width"] - 0.05) < 0.005 and abs(h["repeat_width"] - 0.2) < 0.01
+    assert h["scan_width"] == np.std(scan)

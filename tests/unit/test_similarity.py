@@ -8,6 +8,7 @@ from pipeline.oracle.similarity import (
     SimilarityAccumulator,
     mean_similarity,
     model_similarity,
+    responses_per_image,
     oracle_similarity,
     pixel_similarity,
     population_similarity,
@@ -133,12 +134,21 @@ def test_bad_weights_raise(rng):
 def test_model_similarity_scales_by_w_times_v(rng):
     pred = rng.gamma(2.0, size=(8, 10))
     w = rng.uniform(0.2, 2.0, size=10)
-    v = rng.uniform(-0.2, 0.9, size=10)
+    v = rng.uniform(0.05, 0.9, size=10)
     S = model_similarity(pred, w, v)
     np.testing.assert_allclose(S, ref_population_similarity(pred, w * v), atol=2e-6)
-    # the sign of v is irrelevant (scales enter squared); its size is not
-    np.testing.assert_allclose(S, model_similarity(pred, w, np.abs(v)), atol=1e-6)
-    assert np.abs(S - population_similarity(pred, w)).max() > 1e-3
+
+
+def test_model_similarity_drops_neurons_predicted_worse_than_chance(rng):
+    pred = rng.gamma(2.0, size=(8, 10))
+    w = rng.uniform(0.2, 2.0, size=10)
+    v = rng.uniform(0.05, 0.9, size=10)
+    v[[1, 4]] = -0.3
+    S = model_similarity(pred, w, v)
+    keep = v > 0
+    np.testing.assert_allclose(S, ref_population_similarity(pred[:, keep], (w * v)[keep]), atol=2e-6)
+    assert np.abs(S - model_similarity(pred, w, np.abs(v))).max() > 1e-4  # |v| would keep them
+    assert np.abs(S - model_similarity(pred, w, np.ones(10))).max() > 1e-3
     with pytest.raises(NeuralDataError, match="'v'"):
         model_similarity(pred, w, np.ones(3))
 
@@ -245,3 +255,16 @@ def test_mean_similarity(rng):
         mean_similarity([stack[0], np.zeros((4, 4))])
     with pytest.raises(NeuralDataError, match="empty"):
         mean_similarity([])
+
+
+def test_responses_per_image_averages_repeated_trials_only():
+    ids = np.array([7, 3, 7, 5])
+    r = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 8.0], [0.0, 1.0]])
+    out_ids, out = responses_per_image(ids, r)
+    np.testing.assert_array_equal(out_ids, [3, 5, 7])
+    np.testing.assert_allclose(out, [[3, 4], [0, 1], [3, 5]])
+    once_ids, once = responses_per_image(np.array([9, 2]), r[:2])
+    np.testing.assert_array_equal(once_ids, [2, 9])
+    np.testing.assert_allclose(once, [[3, 4], [1, 2]])
+    with pytest.raises(NeuralDataError, match="image_ids"):
+        responses_per_image(ids[:3], r)

@@ -1,0 +1,66 @@
+"""Experiment specifications: checked and resolved without a database; the demo and the paper are two files."""
+
+import json
+
+import pytest
+
+from neural_reg.experiment import load_spec, resolve
+from neural_reg.paper import paper_spec
+from pipeline.errors import ConfigError
+from schemas.paramset import params_hash
+
+
+def test_the_demo_specification_resolves_to_its_experiment():
+    plan = resolve(load_spec("demo"))
+    assert set(plan.targets) == {"Neural", "Shuffle", "Pixel", "Neural (data)"}
+    assert [(r["label"], r["alpha"]) for r in plan.regularisers] == [
+        ("None", 0.0), ("Shuffle", 10.0), ("Pixel", 10.0), ("Neural", 10.0)]
+    # a regulariser points at its target configuration's hash; the shuffle embeds its base
+    neural = plan.targets["Neural"][1]
+    assert plan.targets["Shuffle"][1]["base"] == neural
+    assert neural["predictor_hash"] == params_hash(plan.predictor[1])
+    by_label = {r["label"]: r["resolved"] for r in plan.regularisers}
+    assert by_label["Neural"]["target_hash"] == params_hash(neural) and by_label["None"]["target_hash"] is None
+    assert sorted(plan.attacks) == ["demo-L2-bb", "demo-L2-ddn", "demo-Linf-fmn",
+                                    "demo-Linf-pgd"]
+    assert plan.attacks["demo-Linf-pgd"]["sweep"]["steps"] == [10, 30]  # the override applied
+    assert "preset" not in plan.train[1] and plan.train[1]["epochs"] == 8
+
+
+def test_the_paper_specification_takes_the_command_line_options():
+    spec = paper_spec("mice8", seeds=3, alphas=(1.0, 20.0, 80.0), vgg_weights="/w/vgg19.pth")
+    plan = resolve(spec)
+    assert spec["classifiers"]["seeds"] == [0, 1, 2]
+    labels = [(r["label"], r["alpha"]) for r in plan.regularisers]
+    assert ("None", 0.0) in labels and ("VGG", 80.0) in labels and len(labels) == 1 + 4 * 3
+    assert all(t[1].get("scan_group", "mice8") == "mice8" for t in plan.targets.values())
+    assert plan.targets["VGG"][1]["weights_path"] == "/w/vgg19.pth"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.update(targts={}), "targts"),
+    (lambda s: s["classifiers"].update(seed=[0]), "seed"),
+    (lambda s: s["classifiers"].update(seeds=[]), "seeds"),
+    (lambda s: s["classifiers"].update(regularise_towards=["Neural", "VGG"]), "VGG"),
+    (lambda s: s["classifiers"]["train"].update(lr_step_epoch=3), "lr_step_epoch"),
+    (lambda s: s["targets"]["Shuffle"].update(base="Pixels"), "Pixels"),
+    (lambda s: s["robustness"]["attacks"].update(only=["L2-nope"]), "L2-nope"),
+    (lambda s: s["robustness"].update(attack={}), "attack"),
+    (lambda s: s["scans"].update(animals=["1"]), "not both"),
+])
+def test_a_bad_specification_names_the_field(change, message):
+    spec = load_spec("demo")
+    change(spec)
+    with pytest.raises(ConfigError, match=message):
+        resolve(spec)
+
+
+def test_a_specification_file_that_is_not_json_names_file_and_line(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text('{"name": "x",\n "scan_group": }')
+    with pytest.raises(ConfigError, match=r"mine.json: not valid JSON \(line 2"):
+        load_spec(path)
+    with pytest.raises(ConfigError, match="no such experiment"):
+        load_spec(tmp_path / "missing.json")
+    path.write_text(json.dumps({"name": "x", "scan_group": "g", "targets": {"P": {"kind": "pixel"}}}))
+    assert set(resolve(load_spec(path)).targets) == {"P"}
