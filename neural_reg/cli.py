@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
-
-warnings.filterwarnings("ignore", message=".*datajoint.json.*")
-warnings.filterwarnings("ignore", message=".*MariaDB is not officially supported.*")
 
 
 def _db(args) -> int:

@@ -251,8 +251,7 @@ def enter_experiment(spec: dict) -> dict:
             classifier.Seed.insert([(s,) for s in c["seeds"]], skip_duplicates=True)
             rows = []
             for reg in plan.regularisers:
-                key = classifier.Regulariser.insert_params(reg["name"], reg["resolved"], alpha=reg["alpha"],
-                                                           target_hash=reg["resolved"]["target_hash"])
+                key = classifier.Regulariser.insert_regulariser(reg["name"], **reg["resolved"])
                 summary["regularisers"].append({"label": reg["label"], "alpha": reg["alpha"], **key})
                 rows += [dict(task=c["task"], arch=c["arch"], classifier_seed=s, **train_key, **key)
                          for s in c["seeds"]]

@@ -39,10 +39,6 @@ class Settings:
     user: str | None = None
     password_file: Path | None = None
 
-    def schema_name(self, schema: str) -> str:
-        """The database name of one schema, e.g. ``alice_recording``."""
-        return f"{self.prefix}_{schema}"
-
     @property
     def checkpoint_dir(self) -> Path:
         """Where training runs keep their per-epoch checkpoints: $NEURALREG_CHECKPOINTS or <home>/checkpoints."""

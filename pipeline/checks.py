@@ -38,3 +38,22 @@ def check_keys(config: dict, allowed, what: str, error=ConfigError) -> None:
     unknown = sorted(set(config) - set(allowed))
     if unknown:
         raise error(f"{what}: unknown key(s) {unknown}. Fix: use only {sorted(allowed)}")
+
+
+def apply_preset(config, presets: dict, keys, what: str, error=ConfigError, default: str = "paper") -> dict:
+    """A preset name, or a dict of ``keys`` plus optionally 'preset' (default ``default``), or None -> the
+    preset's values updated with the dict's (values not yet checked). The returned dict has no 'preset' key: a
+    configuration that gives every key means the same whatever the presets say later."""
+    if config is None:
+        config = {}
+    if isinstance(config, str):
+        config = {"preset": config}
+    if not isinstance(config, dict):
+        raise error(f"{what} {config!r} must be a preset name or a dict. Fix: use one of {sorted(presets)} or a "
+                    f"dict of {sorted(keys)}")
+    check_keys(config, (*keys, "preset"), what, error=error)
+    cfg = dict(config)
+    preset = cfg.pop("preset", default)
+    if not isinstance(preset, str) or preset not in presets:
+        raise error(f"{what}: preset {preset!r} is unknown. Fix: use one of {sorted(presets)}")
+    return {**presets[preset], **cfg}

@@ -9,10 +9,8 @@
 from __future__ import annotations
 
 import importlib
-import warnings
 
-warnings.filterwarnings("ignore", message=".*datajoint.json.*")
-warnings.filterwarnings("ignore", message=".*MariaDB is not officially supported.*")
+import neural_reg  # noqa: F401  (its warning filters, before DataJoint is imported)
 
 # in dependency order: data flows one way, recordings -> ... -> robustness
 SCHEMA_NAMES = ("recording", "oracle", "predictor", "target", "classifier", "robustness")

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pipeline.checks import check_keys, is_int, non_negative_number, positive_int
+from pipeline.checks import apply_preset, check_keys, is_int, non_negative_number, positive_int
 from pipeline.classifier.resnet import LAYER_NAMES, ArchitectureError, check_layers
 from pipeline.classifier.similarity_loss import RegulariserError, check_settings, min_batch_for_pairs
 from pipeline.errors import ConfigError
@@ -53,19 +53,8 @@ def resolve_train_config(config: Mapping | str | None) -> dict:
     'paper') whose values fill the keys the dict leaves out; None is the 'paper' preset. A complete dict is
     returned as it is (checked and cast), so resolving a resolved configuration changes nothing.
     """
-    if config is None:
-        config = {}
-    if isinstance(config, str):
-        config = {"preset": config}
-    if not isinstance(config, Mapping):
-        raise TrainConfigError(f"train_config={config!r} must be a preset name or a dict; presets are "
-                               f"{sorted(TRAIN_PRESETS)}")
-    check_keys(config, (*TRAIN_KEYS, "preset"), "train_config", error=TrainConfigError)
-    cfg = dict(config)
-    preset = cfg.pop("preset", "paper")
-    if not isinstance(preset, str) or preset not in TRAIN_PRESETS:
-        raise TrainConfigError(f"train_config preset {preset!r} is unknown: use one of {sorted(TRAIN_PRESETS)}")
-    out = {**TRAIN_PRESETS[preset], **cfg}
+    out = apply_preset(dict(config) if isinstance(config, Mapping) else config, TRAIN_PRESETS, TRAIN_KEYS,
+                       "train_config", error=TrainConfigError)
     for key in ("epochs", "batch_size", "lr_step_epochs", "eval_batch_size"):
         out[key] = positive_int(out[key], f"train_config {key}", error=TrainConfigError)
     for key in ("max_steps_per_epoch", "lr_reset_epoch"):

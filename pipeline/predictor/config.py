@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from pipeline.checks import check_keys, is_int, is_number, non_negative_number, positive_int
+from pipeline.checks import apply_preset, is_int, is_number, non_negative_number, positive_int
 from pipeline.errors import ConfigError
 
 from .model import MODEL_DEFAULTS, NONLINEARITIES
@@ -73,20 +73,8 @@ def resolve_config(config: Mapping | str | None) -> dict:
     'paper') whose values fill the fields the dict leaves out; None is the 'paper' preset. A complete dict is
     returned as it is (checked and cast), so resolving a resolved configuration changes nothing.
     """
-    if config is None:
-        config = {}
-    if isinstance(config, str):
-        config = {"preset": config}
-    if not isinstance(config, Mapping):
-        raise PredictorConfigError(f"predictor config {config!r} must be a preset name or a dict. Fix: use one "
-                                   f"of {sorted(PREDICTOR_PRESETS)} or a dict of fields of DEFAULT_CONFIG")
-    check_keys(config, (*DEFAULT_CONFIG, "preset"), "predictor config", error=PredictorConfigError)
-    cfg = dict(config)
-    preset = cfg.pop("preset", "paper")
-    if not isinstance(preset, str) or preset not in PREDICTOR_PRESETS:
-        raise PredictorConfigError(f"predictor config: preset {preset!r} is unknown. Fix: use one of "
-                                   f"{sorted(PREDICTOR_PRESETS)}")
-    out = {**PREDICTOR_PRESETS[preset], **cfg}
+    out = apply_preset(dict(config) if isinstance(config, Mapping) else config, PREDICTOR_PRESETS, DEFAULT_CONFIG,
+                       "predictor config", error=PredictorConfigError)
     for key in POSITIVE_INTS:
         out[key] = positive_int(out[key], f"predictor config: field '{key}'", error=PredictorConfigError)
     for key in ODD_KERNELS:

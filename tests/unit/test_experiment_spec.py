@@ -64,3 +64,19 @@ def test_a_specification_file_that_is_not_json_names_file_and_line(tmp_path):
         load_spec(tmp_path / "missing.json")
     path.write_text(json.dumps({"name": "x", "scan_group": "g", "targets": {"P": {"kind": "pixel"}}}))
     assert set(resolve(load_spec(path)).targets) == {"P"}
+
+
+def test_the_command_line_prints_a_project_error_without_a_traceback(tmp_path, capsys):
+    from neural_reg.cli import main
+
+    assert main(["experiment", "check", "demo"]) == 0
+    assert "valid; 4 targets, 4 regularisers, 4 attacks" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    spec = load_spec("demo")
+    spec["classifiers"]["train"]["epoch"] = 3
+    bad.write_text(json.dumps(spec))
+    assert main(["experiment", "check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neural-reg: error: ") and "epoch" in err and "Traceback" not in err
+    with pytest.raises(ConfigError, match="epoch"):
+        main(["--debug", "experiment", "check", str(bad)])

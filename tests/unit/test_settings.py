@@ -18,7 +18,7 @@ def test_defaults_and_prefix_from_environment(monkeypatch, tmp_path):
     s = load_settings()
     assert s.prefix == "neuralreg" and s.home == tmp_path / ".neural-reg" and s.host is None
     monkeypatch.setenv("NEURALREG_PREFIX", "test_3f9a")
-    assert load_settings().schema_name("recording") == "test_3f9a_recording"
+    assert load_settings().prefix == "test_3f9a"
 
 
 def test_config_file_and_environment_precedence(monkeypatch, tmp_path):
