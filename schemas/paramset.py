@@ -64,6 +64,9 @@ class ParamSet:
         The same resolved parameters under another name return the existing row's key; a name already used for
         other parameters is an error, so a name always means one configuration.
         """
+        if not isinstance(name, str) or not 0 < len(name) <= 64:
+            raise ConfigError(f"{cls.__name__}: the name {name!r} must be a string of 1 to 64 characters. Fix: "
+                              "choose a shorter name (an experiment spec's names are built from its 'name' and labels)")
         resolved = plain(cls.resolve(params))
         key = {cls.hash_attr: params_hash(resolved)}
         table = cls()
