@@ -18,16 +18,19 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q -c requirements.lock -e '.[test]'
 	touch $(STAMP)
 
-# a MySQL-family server binary, unless a shared server is configured (DJ_HOST) or one is already installed
+# system packages from apt where missing: a MySQL-family server binary (unless a shared server is configured,
+# DJ_HOST) and graphviz's `dot` (the DataJoint diagram in the report and `neural-reg diagram`)
 server:
-	@if [ -n "$$DJ_HOST" ] || command -v mariadbd >/dev/null || command -v mysqld >/dev/null \
-	    || [ -x /usr/sbin/mariadbd ] || [ -x /usr/sbin/mysqld ]; then :; \
+	@SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); missing=""; \
+	if [ -z "$$DJ_HOST" ] && ! command -v mariadbd >/dev/null && ! command -v mysqld >/dev/null \
+	    && ! [ -x /usr/sbin/mariadbd ] && ! [ -x /usr/sbin/mysqld ]; then missing="mariadb-server"; fi; \
+	command -v dot >/dev/null || missing="$$missing graphviz"; \
+	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null; then \
-	    echo "installing mariadb-server (apt)"; \
-	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mariadb-server >/dev/null; \
+	    echo "installing$$missing (apt)"; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	else \
-	    echo "no MySQL/MariaDB server found: install one, or run 'docker compose up -d db' and set DJ_HOST"; exit 1; \
+	    echo "missing:$$missing. Install them, or for the server run 'docker compose up -d db' and set DJ_HOST"; exit 1; \
 	fi
 
 db-up: install

@@ -21,8 +21,8 @@ CLASSIFIER_COLUMNS = ["key"] + EXPERIMENT + ["regulariser", "kind", "alpha", "re
                       "test_accuracy", "wall_time"]
 
 __all__ = ["EXPERIMENT", "CONDITION", "KIND_LABELS", "classifiers", "noise", "scores", "query_curves",
-           "layer_weights", "corruptions", "brain_likeness", "similarity_scans", "oracle_statistics", "stability",
-           "experiments", "restrict"]
+           "layer_weights", "corruptions", "brain_likeness", "similarity_scans", "oracle_comparison",
+           "oracle_statistics", "stability", "experiments", "restrict"]
 
 
 def classifiers() -> pd.DataFrame:
@@ -71,44 +71,50 @@ def _join(base: pd.DataFrame, rows: list[tuple[dict, dict]]) -> pd.DataFrame:
 
 
 def noise(base: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy under Gaussian noise, one row per (classifier, noise config, std).
+    """Accuracy under Gaussian noise, one row per (classifier, noise config, std), with the n_samples it is over.
 
     Source: robustness.NoiseRobustness x robustness.NoiseConfig (noise_name). Feeds figures.fig4_noise.
     """
     from schemas import robustness
 
-    query = robustness.NoiseRobustness.proj("stds", "accuracy") * robustness.NoiseConfig.proj("noise_name")
-    return _join(base, [(r, {"noise_name": r["noise_name"], "std": float(std), "accuracy": float(acc)})
+    query = (robustness.NoiseRobustness.proj("stds", "accuracy", "n_samples")
+             * robustness.NoiseConfig.proj("noise_name"))
+    return _join(base, [(r, {"noise_name": r["noise_name"], "std": float(std), "accuracy": float(acc),
+                             "n_samples": int(r["n_samples"])})
                         for r in query.to_dicts() for std, acc in zip(r["stds"], r["accuracy"])])
 
 
 def scores(base: pd.DataFrame) -> pd.DataFrame:
-    """Minimal-perturbation scores, one row per (classifier, attack set, norm); ``attack_set`` is the set's name.
+    """Minimal-perturbation scores, one row per (classifier, attack set, norm); ``attack_set`` is the set's name;
+    n_samples the attacked test samples the median is over.
 
     Source: robustness.RobustnessScore.Norm x robustness.AttackSet (attack_set_name). Feeds figures.fig6_alpha
     and the paired comparisons; never mix two attack sets in one figure or comparison (group by attack_set).
     """
     from schemas import robustness
 
-    query = (robustness.RobustnessScore.Norm.proj("median", "robust_accuracy", "threshold", "n_attacks")
+    query = (robustness.RobustnessScore.Norm.proj("median", "robust_accuracy", "threshold", "n_attacks",
+                                                  "sample_idx")
              * robustness.AttackSet.proj("attack_set_name"))
     return _join(base, [(r, {"attack_set": r["attack_set_name"], "norm": r["norm"], "median": float(r["median"]),
                              "robust_accuracy": float(r["robust_accuracy"]), "threshold": float(r["threshold"]),
-                             "n_attacks": int(r["n_attacks"])})
+                             "n_attacks": int(r["n_attacks"]), "n_samples": int(np.size(r["sample_idx"]))})
                         for r in query.to_dicts()])
 
 
 def query_curves(base: pd.DataFrame) -> pd.DataFrame:
-    """Best perturbation so far vs model queries, one row per (classifier, attack, point of its curve).
+    """Best perturbation so far vs model queries, one row per (classifier, attack, point of its curve), with the
+    n_samples the median is over.
 
     Source: robustness.Adversarial (queries_curve) x robustness.AttackConfig (attack_name, norm). Feeds
     figures.fig5_queries.
     """
     from schemas import robustness
 
-    query = robustness.Adversarial.proj("queries_curve") * robustness.AttackConfig.proj("attack_name", "norm")
+    query = (robustness.Adversarial.proj("queries_curve", "sample_idx")
+             * robustness.AttackConfig.proj("attack_name", "norm"))
     return _join(base, [(r, {"attack": r["attack_name"], "norm": r["norm"], "queries": float(queries),
-                             "median": float(median)})
+                             "median": float(median), "n_samples": int(np.size(r["sample_idx"]))})
                         for r in query.to_dicts()
                         for queries, median in np.asarray(r["queries_curve"]).reshape(-1, 2)
                         if queries > 0 and np.isfinite(median)])
@@ -175,6 +181,75 @@ def similarity_scans(limit: int | None = None) -> list[dict]:
             entry["oracle"] = (oracle.OracleSimilarity & scan_key).fetch1("similarity")
         scans.append(entry)
     return scans
+
+
+def oracle_comparison(limit: int | None = None) -> list[dict]:
+    """Fig 1D's input: per scan, the single-trial and the model similarity on the ORACLE images beside the oracle
+    similarity, and the noise-free truth where the scan is simulated.
+
+    Sources: oracle.OracleSimilarity (``oracle``: Eq 3 over the oracle images, and their ids), the oracle trials
+    of recording.Trial / recording.Responses (``trial``: Eq 2 on the first repeat of each oracle image, SNR
+    weights of oracle.OracleStats.Unit; pipeline.oracle.similarity.single_repeat_similarity), the scan's first
+    predictor.TrainedPredictor in key order (``model``: Eq 6 on its predictions for the oracle images, computed
+    here: ModelSimilarity stores the non-oracle images only), oracle.DataSimilarity and predictor.ModelSimilarity
+    (``data_rest``, ``model_rest``: the non-oracle images both share). For a scan with source_format
+    'simulator', ``truth`` and ``truth_rest``: Eq 2 with the same SNR weights on the noise-free rates
+    regenerated by pipeline.report.truth.simulator_truth (None otherwise, ``truth_note`` saying why).
+    Also: label, predictor (the predictor's key), n_repeats (of the oracle images, min). Scans with an oracle
+    similarity and a trained predictor, in key order, at most ``limit``.
+    """
+    from pipeline.oracle import similarity as sim
+    from pipeline.predictor import train as predictor_train
+    from pipeline.report.stats import ReportInputError
+    from pipeline.report.truth import simulator_truth
+    from schemas import oracle, predictor, recording
+
+    out = []
+    scans = (oracle.OracleSimilarity.proj() & predictor.TrainedPredictor.proj()).keys(order_by="KEY", limit=limit)
+    for scan_key in scans:
+        scan = (recording.Scan & scan_key).fetch1()
+        oracle_ids, S_oracle = (oracle.OracleSimilarity & scan_key).fetch1("image_ids", "similarity")
+        trials = recording.load_trials(scan_key)
+        is_oracle = trials["tier"] == "oracle"
+        responses = recording.load_responses(scan_key)
+        w = oracle.snr_weights(scan_key)
+        S_trial, trial_ids = sim.single_repeat_similarity(responses[is_oracle], trials["image_id"][is_oracle], w)
+        assert np.array_equal(trial_ids, oracle_ids)
+        model_key = (predictor.TrainedPredictor & scan_key).keys(order_by="KEY", limit=1)[0]
+        all_ids, pixels = recording.load_images(scan["image_set"], np.unique(trials["image_id"]))
+        at = np.searchsorted(all_ids, oracle_ids)
+        v = (predictor.TrainedPredictor.Unit * recording.Scan.Unit & model_key).to_arrays(
+            "correlation", order_by="unit_index")
+        S_model = sim.model_similarity(predictor_train.predict(predictor.load_trained(model_key), pixels[at]), w, v)
+        entry = {"label": "{animal_id}-{session}-{scan_idx}".format(**scan_key), "predictor": model_key,
+                 "n_repeats": int(np.bincount(np.unique(trials["image_id"][is_oracle], return_inverse=True)[1])
+                                  .min()),
+                 "oracle": S_oracle, "trial": S_trial, "model": S_model, "truth": None, "truth_rest": None,
+                 "data_rest": None, "model_rest": None, "truth_note": ""}
+        rest_ids = None
+        if (oracle.DataSimilarity & scan_key) and (predictor.ModelSimilarity & model_key):
+            data_ids, S_data = (oracle.DataSimilarity & scan_key).fetch1("image_ids", "similarity")
+            m_ids, S_m = (predictor.ModelSimilarity & model_key).fetch1("image_ids", "similarity")
+            rest_ids = np.intersect1d(data_ids, m_ids)
+            d, m = np.searchsorted(data_ids, rest_ids), np.searchsorted(m_ids, rest_ids)
+            entry["data_rest"], entry["model_rest"] = S_data[np.ix_(d, d)], S_m[np.ix_(m, m)]
+        if scan["source_format"] != "simulator":
+            entry["truth_note"] = (f"source_format {scan['source_format']!r}: a recorded scan has no noise-free "
+                                   "truth")
+        else:
+            positions = (recording.Scan.Unit & scan_key).to_arrays("position", order_by="unit_index")
+            positions = None if any(p is None for p in positions) else np.stack(positions)
+            try:
+                rates = simulator_truth(scan["source"], scan["n_neurons"], pixels,
+                                        trials["behavior"].mean(0), positions)
+            except ReportInputError as err:
+                entry["truth_note"] = str(err)
+            else:
+                entry["truth"] = sim.population_similarity(rates[at], w)
+                if rest_ids is not None:
+                    entry["truth_rest"] = sim.population_similarity(rates[np.searchsorted(all_ids, rest_ids)], w)
+        out.append(entry)
+    return out
 
 
 def oracle_statistics() -> pd.DataFrame:

@@ -8,13 +8,14 @@ Conditions are (regulariser, alpha): every table shows alpha in its own column, 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline.oracle.similarity import offdiagonal_correlation
-from pipeline.report import figures, stats
+from pipeline.report import figures, provenance, stats
 from pipeline.report.conditions import conditions, sort_conditions
 from pipeline.report.html import write_report
 
@@ -91,30 +92,115 @@ def summary_table() -> str:
     return f"{title}  (mean ± sd over seeds)\n" + table.to_string(index=False)
 
 
-def neural_section(outdir: Path) -> list[dict]:
-    """Fig 1 and Fig 1C sections (Sources: queries.similarity_scans, queries.oracle_statistics, queries.stability)."""
+def _n_scans(n: int) -> str:
+    return f"{n} scan{'s' if n != 1 else ''}"
+
+
+MAX_FIG1_SCANS = 4  # rows of Fig 1 / Fig 1D drawn; the tables list every scan
+
+
+def neural_sections(outdir: Path, scans: list[dict], oracle_scans: list[dict], stability_rows: list[dict],
+                    oracle_stats: pd.DataFrame | None = None) -> list[dict]:
+    """Fig 1, Fig 1C and Fig 1D from the fetched inputs (no database): ``scans`` as queries.similarity_scans,
+    ``oracle_scans`` as queries.oracle_comparison, ``stability_rows`` as queries.stability, ``oracle_stats`` as
+    queries.oracle_statistics. A figure without its input gets a section saying why and what to populate."""
+    outdir = Path(outdir)
     sections = []
-    scans = queries.similarity_scans()
+    title1 = "Fig 1: similarity of the data (Eq 2) and of the predictive model (Eq 6)"
     if scans:
-        path = figures.save(figures.fig1_similarity(scans[:4]), outdir / "fig1_similarity.png")
-        r = [offdiagonal_correlation(s["data"], s["model"]) for s in scans]
-        sections.append({"title": "Fig 1: similarity of the data (Eq 2) and of the predictive model (Eq 6)",
-                         "text": f"Per scan, single-trial and model similarity on the same non-oracle images; "
-                                 f"r(data, model) = {', '.join(f'{x:.2f}' for x in r)}.",
-                         "images": [path],
-                         "tables": [("Oracle statistics and predictors", queries.oracle_statistics())]})
-    for row in queries.stability():
+        shown = scans[:MAX_FIG1_SCANS]
+        path = figures.save(figures.fig1_similarity(shown), outdir / "fig1_similarity.png")
+        r = ", ".join(f"{s['label']} {offdiagonal_correlation(s['data'], s['model']):.2f}" for s in scans)
+        n_images = sorted({s["data"].shape[0] for s in scans})
+        oracle_m = sorted({s["oracle"].shape[0] for s in shown if s.get("oracle") is not None})
+        caption = (f"Fig 1: per scan (rows; {len(shown)} of {_n_scans(len(scans))}), S^data = Eq 2 on single trials "
+                   f"(oracle.DataSimilarity) and S^model = Eq 6 of the scan's first predictor "
+                   f"(predictor.ModelSimilarity) over the {'/'.join(map(str, n_images))} non-oracle images both "
+                   "share, in one image order; their off-diagonal scatter with Pearson r; and S^oracle = Eq 3 "
+                   f"(oracle.OracleSimilarity, {'/'.join(map(str, oracle_m)) or 'no'} oracle images, own order).")
+        tables = [("Per scan: oracle statistics (oracle.OracleStats) and the predictor's mean held-out correlation "
+                   "v (predictor.TrainedPredictor)", oracle_stats)] if oracle_stats is not None and \
+            not oracle_stats.empty else []
+        sections.append({"title": title1,
+                         "text": f"r(data, model) over all off-diagonal pairs, per scan: {r}.",
+                         "images": [(path, caption)], "tables": tables})
+    else:
+        sections.append({"title": title1, "missing": (
+            "Not drawn: no scan has both oracle.DataSimilarity and predictor.ModelSimilarity. Populate: ingest scans "
+            "(neural-reg ingest filetree PATH, or neural-reg ingest simulate), enter a predictor config, then "
+            "neural-reg populate OracleStats OracleSimilarity DataSimilarity TrainedPredictor ModelSimilarity.")})
+    title1c = "Fig 1C: fluctuations across scans vs across repeats"
+    for row in stability_rows:
         fig = figures.fig1_stability(row["bin_edges"], row["scan_histogram"], row["repeat_histogram"],
                                      row["scan_width"], row["repeat_width"])
-        path = figures.save(fig, outdir / f"fig1c_stability_{row['scan_group']}.png")
-        sections.append({"title": f"Fig 1C: fluctuations across scans vs across repeats ({row['scan_group']})",
-                         "text": f"sd across scans {row['scan_width']:.3f}, across repeats "
-                                 f"{row['repeat_width']:.3f} ({row['n_scans']} scans).", "images": [path]})
+        path = figures.save(fig, outdir / f"fig1c_stability_{_tag(row['scan_group'])}.png")
+        caption = (f"Fig 1C, scan group {row['scan_group']}: probability density of dS^scan (Eq 4: each scan's "
+                   f"oracle similarity minus the mean over the group's {_n_scans(row['n_scans'])}) and of dS^rep "
+                   "(Eq 5: one pair of repeats minus the oracle similarity), pooled over the group's scans; from "
+                   f"oracle.Stability (n = {_n_scans(row['n_scans'])}). x axis: the 0.1 %-99.9 % quantile range of "
+                   "the data, not the whole span of the stored bins.")
+        sections.append({"title": f"{title1c} ({row['scan_group']})",
+                         "text": f"sd across scans {row['scan_width']:.3f}, across repeats {row['repeat_width']:.3f} "
+                                 f"({_n_scans(row['n_scans'])}); the paper's claim is sd(scans) << sd(repeats).",
+                         "images": [(path, caption)]})
+    if not stability_rows:
+        sections.append({"title": title1c, "missing": (
+            "Not drawn: oracle.Stability is empty. Populate: a scan group of 2 or more scans that share their oracle "
+            "images (neural-reg group NAME), then neural-reg populate OracleSimilarity Stability.")})
+    title1d = "Fig 1D: single-trial and model similarity against the oracle similarity (and the noise-free truth)"
+    if oracle_scans:
+        shown = oracle_scans[:MAX_FIG1_SCANS]
+        path = figures.save(figures.fig1d_oracle_scatter(shown), outdir / "fig1d_oracle.png")
+        m = sorted({s["oracle"].shape[0] for s in oracle_scans})
+        n_truth = sum(s.get("truth") is not None for s in oracle_scans)
+        caption = (f"Fig 1D: per scan (rows; {len(shown)} of {_n_scans(len(oracle_scans))}), on the "
+                   f"{'/'.join(map(str, m))} oracle images: S^trial (Eq 2 on the first repeat of each oracle image, "
+                   "recording.Trial / recording.Responses, SNR weights of oracle.OracleStats.Unit) and S^model (Eq 6 "
+                   "of the scan's first predictor.TrainedPredictor, predicted here on the oracle images) against "
+                   "S^oracle (oracle.OracleSimilarity, Eq 3 over all repeats); right, for the "
+                   f"{n_truth} simulated scan(s): against S^truth, Eq 2 with the same SNR weights on the simulator's "
+                   "noise-free rates (regenerated from Scan.source). Pearson r over all off-diagonal pairs.")
+        notes = sorted({s["truth_note"] for s in oracle_scans if s.get("truth") is None and s.get("truth_note")})
+        text = ("S^oracle averages every pair of repeats, so a similarity estimated from one trial (S^trial) is the "
+                "noisy estimate the paper contrasts with the model's (S^model). The table also scores the training "
+                "targets themselves, on the non-oracle images: S^data (Neural (data)) and S^model (Neural) against "
+                "the truth.")
+        if notes:
+            text += "\n\nNo noise-free truth for some scans: " + "; ".join(notes)
+        sections.append({"title": title1d, "text": text, "images": [(path, caption)],
+                         "tables": [("Pearson r of off-diagonal similarities, per scan (NaN: no truth or no "
+                                     "non-oracle similarity)", figures.oracle_comparison_table(oracle_scans))]})
+    else:
+        sections.append({"title": title1d, "missing": (
+            "Not drawn: no scan has both an oracle similarity (oracle.OracleSimilarity) and a trained predictor "
+            "(predictor.TrainedPredictor). Populate: neural-reg populate OracleStats OracleSimilarity "
+            "TrainedPredictor.")})
     return sections
+
+
+def neural_section(outdir: Path) -> list[dict]:
+    """Fig 1, Fig 1C and Fig 1D sections (Sources: queries.similarity_scans, queries.oracle_comparison,
+    queries.stability, queries.oracle_statistics)."""
+    scans = queries.similarity_scans()
+    return neural_sections(outdir, scans, queries.oracle_comparison(), queries.stability(),
+                           queries.oracle_statistics() if scans else None)
 
 
 def _tag(*parts) -> str:
     return "_".join(str(p) for p in parts if p is not None).replace("/", "-").replace(" ", "-")
+
+
+# the columns a reader looks at first: which pair, the difference with its CI, the corrected p
+_COMPARISON_FIRST = ["regulariser", "alpha", "reference", "reference_alpha", "n_pairs", "mean_diff", "ci_low",
+                     "ci_high", "p_adjusted", "p_value", "d_z"]
+
+
+def comparison_view(table: pd.DataFrame) -> pd.DataFrame:
+    """A comparisons table for the page: the within columns, then _COMPARISON_FIRST, then the rest."""
+    first = [c for c in _COMPARISON_FIRST if c in table.columns]
+    within = [c for c in ("noise_name", "attack_set", "norm") if c in table.columns]
+    rest = [c for c in table.columns if c not in first and c not in within]
+    return table[within + first + rest].reset_index(drop=True)
 
 
 def noise_comparisons(noise: pd.DataFrame) -> pd.DataFrame:
@@ -142,51 +228,136 @@ def experiment_frames(base: pd.DataFrame, experiment: dict, frames: dict | None 
     return out
 
 
+def _n_of(df: pd.DataFrame) -> str:
+    """'n = 2 seeds per condition, 4 conditions' (or a range of seeds) for a caption."""
+    if df.empty or "seed" not in df.columns:
+        return "n = 0"
+    cond = [c for c in ("regulariser", "alpha") if c in df.columns]
+    seeds = df.groupby(cond)["seed"].nunique()
+    lo, hi = int(seeds.min()), int(seeds.max())
+    per = f"{lo}" if lo == hi else f"{lo}-{hi}"
+    return f"n = {per} seed{'s' if hi != 1 else ''} per condition, {len(seeds)} condition{'s' if len(seeds) != 1 else ''}"
+
+
+def _samples(df: pd.DataFrame, column: str = "n_samples") -> str:
+    if column not in df.columns or df.empty:
+        return ""
+    v = sorted({int(x) for x in df[column]})
+    return f", {'/'.join(map(str, v))} test samples per classifier"
+
+
 def experiment_sections(outdir: Path, experiment: dict, frames: dict) -> list[dict]:
-    """The sections of one experiment from its frames (:func:`experiment_frames`; missing ones count as empty)."""
+    """The sections of one experiment from its frames (:func:`experiment_frames`; missing ones count as empty).
+
+    Every figure has a caption (what it shows, its source table, n); a figure that cannot be drawn gets a
+    'missing' note saying why and what to populate.
+    """
     outdir = Path(outdir)
     get = {name: frames.get(name, pd.DataFrame()) for name in ["base", *FRAMES]}
     base, noise, scores = get["base"], get["noise"], get["scores"]
     tag = _tag(*experiment.values())
     title = ", ".join(f"{k}={v}" for k, v in experiment.items())
-    sections = [{"title": f"Summary ({title})", "text": "Mean ± sd over seeds; a condition is (regulariser, alpha).",
+    sections = [{"title": f"Summary ({title})",
+                 "text": "Mean ± sd over seeds; a condition is (regulariser, alpha). Sources: "
+                         "classifier.TrainedClassifier (clean accuracy), robustness.NoiseRobustness (accuracy at "
+                         "each noise std), robustness.RobustnessScore.Norm (median minimal perturbation).",
                  "tables": [summary_frame(base, noise, scores)]}]
     compare_text = ("Paired by seed; each regulariser against None and against each control (Shuffle, Pixel, "
                     "Random, VGG) at the same alpha, once per pair, with the 95 % CI of the mean difference and "
                     "Benjamini-Hochberg adjusted p values (a gain a control also gives is not a gain of neural "
                     "data).")
+    fig4 = {"title": f"Fig 4: accuracy under Gaussian noise ({title})"}
     if not noise.empty:
-        images = [figures.save(figures.fig4_noise(rows), outdir / f"fig4_noise_{_tag(tag, name)}.png")
-                  for name, rows in _groups(noise, "noise_name")]
-        tables = ([("Paired comparisons at the highest noise std", noise_comparisons(noise))]
-                  if _has_reference(noise) else [])
-        sections.append({"title": "Fig 4: accuracy under Gaussian noise", "text": compare_text,
-                         "images": images, "tables": tables})
+        images = []
+        for name, rows in _groups(noise, "noise_name"):
+            path = figures.save(figures.fig4_noise(rows), outdir / f"fig4_noise_{_tag(tag, name)}.png")
+            stds = sorted(rows["std"].unique())
+            images.append((path, f"Fig 4, noise config {name}: test accuracy vs the std of additive Gaussian "
+                                 f"noise (pixels in [0, 1], {len(stds)} stds), one line per condition, mean ± SEM "
+                                 f"over seeds; from robustness.NoiseRobustness ({_n_of(rows)}"
+                                 f"{_samples(rows)})."))
+        fig4.update(text=compare_text, images=images,
+                    tables=[("Paired comparisons at the highest noise std (robustness.NoiseRobustness)",
+                             comparison_view(noise_comparisons(noise)))] if _has_reference(noise) else [])
+    else:
+        fig4["missing"] = ("Not drawn: robustness.NoiseRobustness has no rows for this experiment. Populate: enter "
+                           "a noise config (robustness.NoiseConfig, part of an experiment spec), then neural-reg "
+                           "populate NoiseRobustness.")
+    sections.append(fig4)
+
     curves = get["curves"]
-    if not scores.empty or not curves.empty:
-        images = [figures.save(figures.fig5_queries(curves), outdir / f"fig5_queries_{tag}.png")] \
-            if not curves.empty else []
-        tables = []
-        for name, rows in ([] if scores.empty else _groups(scores, "attack_set")):
-            sweep = figures.fig6_alpha(rows)
-            if sweep is not None:
-                images.append(figures.save(sweep, outdir / f"fig6_alpha_{_tag(tag, name)}.png"))
-        if not scores.empty:
-            if _has_reference(scores):
-                tables.append(("Median minimal perturbation, paired comparisons", score_comparisons(scores)))
-            shown = sort_conditions(scores, then=[c for c in ("attack_set", "norm") if c in scores.columns])
-            tables.append(("Scores", shown.drop(columns=[c for c in ("kind",) if c in shown.columns])))
-        sections.append({"title": "Fig 5-6: minimal adversarial perturbations",
-                         "text": "Per sample the smallest perturbation over every attack of the attack set "
-                                 "(Schott et al.); the score is the median over samples, one Fig 6 per attack "
-                                 "set. Robust accuracy at the RobustBench thresholds is in the scores table. "
-                                 + compare_text,
-                         "images": images, "tables": tables})
-    if not get["gammas"].empty:
-        sections.append({"title": "Table 1: final layer weights gamma",
-                         "tables": [figures.table1_layer_weights(get["gammas"])]})
+    fig5 = {"title": f"Fig 5: minimal adversarial perturbation vs model queries ({title})"}
+    if not curves.empty:
+        path = figures.save(figures.fig5_queries(curves), outdir / f"fig5_queries_{tag}.png")
+        points = curves.groupby(["attack", "norm"] + [c for c in ("regulariser", "alpha", "seed")
+                                                      if c in curves.columns]).size().groupby(["attack", "norm"]).max()
+        few = ", ".join(f"{a} ({n}): {int(k)}" for (a, n), k in points.items())
+        fig5["images"] = [(path, f"Fig 5: per attack (panel), the median over attacked samples of the smallest "
+                                 "perturbation found so far against the cumulative model queries per sample, after "
+                                 "each setting of the attack's sweep; mean ± SEM (bars and band) over seeds at each "
+                                 f"point; from robustness.Adversarial (queries_curve) x robustness.AttackConfig "
+                                 f"({_n_of(curves)}, {len(points)} attacks{_samples(curves)}; "
+                                 f"points per curve: {few}).")]
+        if int(points.min()) < 5:
+            fig5["text"] = (f"Points per curve: {few}. One point is stored per setting of an attack's sweep "
+                            "(hyper-parameter combinations x repeats), so a curve that shows convergence needs "
+                            "attack configs with a longer sweep or more repeats (AttackConfig params 'sweep', "
+                            "'repeats'), then neural-reg populate Adversarial.")
+    else:
+        fig5["missing"] = ("Not drawn: robustness.Adversarial has no queries curves for this experiment. Populate: "
+                           "enter attack configs and an attack set, then neural-reg populate Adversarial.")
+    sections.append(fig5)
+
+    fig6 = {"title": f"Fig 6: robustness vs the similarity-loss weight alpha ({title})"}
+    tables, images = [], []
+    for name, rows in ([] if scores.empty else _groups(scores, "attack_set")):
+        sweep = figures.fig6_alpha(rows)
+        if sweep is not None:
+            path = figures.save(sweep, outdir / f"fig6_alpha_{_tag(tag, name)}.png")
+            alphas = sorted(a for a in rows["alpha"].unique() if a > 0)
+            images.append((path, f"Fig 6, attack set {name}: median minimal perturbation (Schott et al.: per "
+                                 "sample the minimum over the set's attacks, then the median over samples) vs "
+                                 f"alpha ({len(alphas)} values), mean ± SEM over seeds, None as the dashed "
+                                 f"reference; from robustness.RobustnessScore.Norm ({_n_of(rows)}{_samples(rows)})."))
+    if images:
+        fig6["images"] = images
+    else:
+        have = sorted(float(a) for a in (scores["alpha"].unique() if not scores.empty else []) if a > 0)
+        have = ", ".join(f"{a:g}" for a in have) or "none"
+        fig6["missing"] = (f"Not drawn: no alpha sweep (regularised alphas with scores: {have}; a sweep needs 2 "
+                           "or more). "
+                           "Populate: regularisers at 2 or more alphas (setup-paper --alphas 1 10 100, or the "
+                           "experiment spec's alphas), their classifiers, then neural-reg populate Adversarial "
+                           "RobustnessScore.")
+    if not scores.empty:
+        if _has_reference(scores):
+            tables.append(("Median minimal perturbation, paired comparisons (robustness.RobustnessScore.Norm)",
+                           comparison_view(score_comparisons(scores))))
+        shown = sort_conditions(scores, then=[c for c in ("attack_set", "norm") if c in scores.columns])
+        shown = shown.drop(columns=[c for c in ("kind", *queries.EXPERIMENT) if c in shown.columns]
+                           ).reset_index(drop=True)  # the experiment is the section's; no index column
+        tables.append(("Scores per classifier (robustness.RobustnessScore.Norm): median minimal perturbation, "
+                       "robust accuracy at the threshold", shown))
+        fig6["text"] = ("Per sample the smallest perturbation over every attack of the attack set (Schott et al.); "
+                        "the score is the median over samples. Robust accuracy at the RobustBench thresholds is in "
+                        "the scores table. " + compare_text)
+    fig6["tables"] = tables
+    sections.append(fig6)
+
+    gammas = get["gammas"]
+    if not gammas.empty:
+        sections.append({"title": f"Table 1: final layer weights gamma ({title})",
+                         "text": f"Mean over seeds of gamma = softmax(beta) (Eq 10) per layer; from "
+                                 f"classifier.TrainedClassifier.LayerWeight ({_n_of(gammas)}).",
+                         "tables": [figures.table1_layer_weights(gammas)]})
+    else:
+        sections.append({"title": f"Table 1: final layer weights gamma ({title})", "missing": (
+            "Not drawn: classifier.TrainedClassifier.LayerWeight has no rows for this experiment (only classifiers "
+            "trained with a similarity regulariser have layer weights). Populate: regularised classifiers, "
+            "neural-reg populate TrainedClassifier.")})
     if not get["corruptions"].empty:
         sections.append({"title": "Common corruptions: mean accuracy over severities",
+                         "text": f"From robustness.CorruptionRobustness.Score ({_n_of(get['corruptions'])}).",
                          "tables": [(f"corruption config {name}" if name is not None else "",
                                      figures.corruption_table(rows))
                                     for name, rows in _groups(get["corruptions"], "corruption_name")]})
@@ -194,9 +365,47 @@ def experiment_sections(outdir: Path, experiment: dict, frames: dict) -> list[di
     if not brain.empty:
         table = stats.summary_with_spread(brain, "correlation", ["target_name", "regulariser", "alpha"])
         sections.append({"title": "Brain-likeness: the classifier's similarity vs neural targets (held-out images)",
-                         "text": "Mean ± SEM over seeds, per target and condition.",
-                         "tables": [sort_conditions(table, then=["target_name"])]})
+                         "text": f"Mean ± SEM over seeds, per target and condition; from robustness.BrainLikeness "
+                                 f"({_n_of(brain)}).",
+                         "tables": [sort_conditions(table, then=["target_name"]).reset_index(drop=True)]})
     return sections
+
+
+def diagram_section(outdir: Path, schema_modules=None) -> dict:
+    """The DataJoint diagram of every schema as a PNG (needs graphviz's ``dot``; pydot and networkx come with
+    datajoint). Without ``dot``, or if drawing fails, the section says why and how to get it; never raises."""
+    title = "Data model: the DataJoint diagram"
+    if shutil.which("dot") is None:
+        return {"title": title, "missing": (
+            "Not drawn: graphviz's 'dot' program is not installed (datajoint's Diagram renders through pydot, which "
+            "calls it). Install it (Debian/Ubuntu: apt-get install graphviz; conda: conda install graphviz; macOS: "
+            "brew install graphviz) and build the report again.")}
+    try:
+        import datajoint as dj
+
+        import schemas
+
+        modules = schema_modules if schema_modules is not None else schemas.modules()
+        context = {module.__name__.split(".")[-1]: module for module in modules}  # names 'oracle.OracleStats'
+        diagram = None
+        for module in modules:
+            d = dj.Diagram(module.schema, context=context)
+            diagram = d if diagram is None else diagram + d
+        display = diagram._connection._config.display
+        direction, display.diagram_direction = display.diagram_direction, "TB"  # fits the page's width
+        try:
+            png = diagram.make_dot().create_png()
+        finally:
+            display.diagram_direction = direction
+        path = Path(outdir) / "datajoint_diagram.png"
+        path.write_bytes(png)
+    except Exception as err:  # a broken graphviz install must not cost the report
+        return {"title": title, "missing": f"Not drawn: rendering the diagram failed ({type(err).__name__}: {err})."}
+    names = ", ".join(m.schema.database for m in modules)
+    return {"title": title, "images": [(path, f"dj.Diagram of the schemas {names}: tables (green boxes manual, "
+                                               "grey lookup, red ellipses computed, small boxes part tables) and "
+                                               "their foreign keys (solid: in the child's primary key, bold: all of it, dashed: "
+                                               "a secondary attribute), grouped by schema, upstream at the top.")]}
 
 
 def build_report(outdir) -> Path:
@@ -210,10 +419,22 @@ def build_report(outdir) -> Path:
     sections = neural_section(outdir)
     base = queries.classifiers()
     frames = {name: fetch(base) for name, fetch in FRAMES.items()}  # each table read once
-    for experiment in queries.experiments(base):
+    experiments = queries.experiments(base)
+    for experiment in experiments:
         sections += experiment_sections(outdir, experiment, experiment_frames(base, experiment, frames))
+    if not experiments:
+        sections.append({"title": "Fig 4-6, Table 1: classifiers", "missing": (
+            "Not drawn: classifier.TrainedClassifier is empty. Populate: enter an experiment (neural-reg experiment "
+            "enter demo, or neural-reg setup-paper), then neural-reg populate.")})
     conn = dj.conn()
-    provenance = (f"database {conn.conn_info['host']}, schema {recording.schema.database}; "
-                  f"{len(recording.Scan())} scans, {len(base)} classifiers")
+    prefix = recording.schema.database.rsplit("_", 1)[0]
+    info = provenance.collect(conn.conn_info, prefix)
+    sections.append({"title": "Provenance", "text": (
+        f"{len(recording.Scan())} scans, {len(base)} classifiers. The numbers on this page were read from the "
+        "database and schema prefix below by the code version below."),
+        "tables": [provenance.provenance_frame(info)]})
+    sections.append(diagram_section(outdir))
+    line = (f"code {info['code version']}; database {info['database']}, schema prefix {prefix}; "
+            f"torch {info['torch version']} ({info['torch threads']} threads, {info['device']})")
     return write_report(outdir, "neural-reg: learning from brains how to regularise machines", sections,
-                        provenance=provenance)
+                        provenance=line)

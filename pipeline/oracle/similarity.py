@@ -384,3 +384,23 @@ def offdiagonal_correlation(x: np.ndarray, y: np.ndarray, block: int = 1024) -> 
     if vx <= 1e-12 * m[2] / count or vy <= 1e-12 * m[3] / count:
         return float("nan")
     return float(cxy / np.sqrt(vx * vy))
+
+
+def single_repeat_similarity(responses, trial_image_ids, snr_weight=None, repeat: int = 0
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """Eq 2 on ONE repeat of each repeated (oracle) image: the single-trial similarity over the oracle images.
+
+    responses: (n_trials, n_neurons) oracle trials; trial_image_ids: (n_trials,) their image ids; snr_weight:
+    (n_neurons,) or None; repeat: which repeat of each image (0 = its first trial in row order; an image with
+    fewer repeats than ``repeat + 1`` is an error). This is S^trial of the paper's Fig 1D, on the images of
+    S^oracle (Eq 3), so the two compare entry by entry.
+    Returns (S (n_img, n_img) float32, image_ids (n_img,) sorted ascending, the order of S's rows).
+    """
+    r = as_responses(responses)
+    groups = group_trials(trial_image_ids, r.shape[0], min_repeats=1)
+    repeat = int(repeat)
+    if repeat < 0 or (groups.counts <= repeat).any():
+        raise NeuralDataError(f"'repeat': {repeat}, but some images have only {int(groups.counts.min())} "
+                              "repeat(s). Fix: pass 0 <= repeat < the smallest repeat count")
+    rows = groups.order[groups.starts + repeat]  # the trial of each image (sorted ids) at that repeat
+    return population_similarity(r[rows], snr_weight), groups.image_ids

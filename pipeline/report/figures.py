@@ -59,8 +59,8 @@ from .conditions import BASELINE, REGULARISER_ORDER, condition_columns, conditio
 from .stats import ReportInputError, require_columns, require_unique, summary_with_spread
 
 __all__ = ["REGULARISER_COLORS", "REGULARISER_ORDER", "regulariser_colors", "order_regularisers",
-           "condition_colors", "leading_eigenvector_order", "mean_step_curve", "fig1_similarity",
-           "fig1_stability", "fig4_noise", "fig5_queries", "fig6_alpha", "table1_layer_weights",
+           "condition_colors", "leading_eigenvector_order", "mean_step_curve", "curve_by_setting", "fig1_similarity",
+           "fig1_stability", "stability_xlim", "fig1d_oracle_scatter", "oracle_comparison_table", "fig4_noise", "fig5_queries", "fig6_alpha", "table1_layer_weights",
            "corruption_table", "save"]
 
 REGULARISER_COLORS = {
@@ -395,6 +395,23 @@ def _density(hist, edges: np.ndarray, name: str) -> np.ndarray:
     return h / area
 
 
+def stability_xlim(edges: np.ndarray, *densities, tail: float = 1e-3, margin: float = 0.15) -> tuple[float, float]:
+    """x range of Fig 1C from the data: from the ``tail`` to the 1 - ``tail`` quantile of the widest of the
+    densities (over ``edges``), widened by ``margin`` of that span on each side, never beyond the edges.
+
+    The stored bins span every possible fluctuation ([-1, 1] or more), most of it empty; the axis shows where
+    the mass is.
+    """
+    lo, hi = float(edges[-1]), float(edges[0])
+    for d in densities:
+        cdf = np.concatenate([[0.0], np.cumsum(d * np.diff(edges))])
+        cdf /= cdf[-1]
+        lo = min(lo, float(np.interp(tail, cdf, edges)))
+        hi = max(hi, float(np.interp(1 - tail, cdf, edges)))
+    pad = margin * (hi - lo) if hi > lo else float(np.diff(edges).max())
+    return max(float(edges[0]), lo - pad), min(float(edges[-1]), hi + pad)
+
+
 def fig1_stability(bin_edges, scan_hist, repeat_hist, scan_width: float, repeat_width: float, *,
                    width_name: str = "sd") -> Figure:
     """Fig 1C: distribution of dS^scan (Eq 4, across scans) vs dS^rep (Eq 5, across repeats).
@@ -404,7 +421,8 @@ def fig1_stability(bin_edges, scan_hist, repeat_hist, scan_width: float, repeat_
 
     bin_edges: (k + 1,) increasing; scan_hist, repeat_hist: (k,) counts or densities over those bins (both
     are normalised to unit area, so densities pass unchanged); scan_width, repeat_width: the widths (e.g.
-    sd; named by ``width_name``) shown in the legend. One axes, two step patches (scan, repeat).
+    sd; named by ``width_name``) shown in the legend. One axes, two step patches (scan, repeat); the x range is
+    where the data are (:func:`stability_xlim`), not the whole span of the bins.
     """
     edges = np.asarray(bin_edges, dtype=np.float64)
     if edges.ndim != 1 or edges.size < 2 or not np.isfinite(edges).all() or (np.diff(edges) <= 0).any():
@@ -424,6 +442,7 @@ def fig1_stability(bin_edges, scan_hist, repeat_hist, scan_width: float, repeat_
               label=r"$\Delta S^{\mathrm{rep}}$ across repeats, " f"{width_name} = {ws['repeat_width']:.3g}")
     ax.stairs(scan_d, edges, color="#d62728", linewidth=2.0,
               label=r"$\Delta S^{\mathrm{scan}}$ across scans, " f"{width_name} = {ws['scan_width']:.3g}")
+    ax.set_xlim(*stability_xlim(edges, scan_d, rep_d))
     ax.set_xlabel(r"similarity fluctuation $\Delta S$ (cosine, dimensionless)")
     ax.set_ylabel(r"probability density (per unit $\Delta S$)")
     ratio = ws["repeat_width"] / ws["scan_width"] if ws["scan_width"] > 0 else float("inf")
@@ -431,6 +450,102 @@ def fig1_stability(bin_edges, scan_hist, repeat_hist, scan_width: float, repeat_
                  f"width ratio repeats / scans = {ratio:.3g}", fontsize=10)
     ax.legend(fontsize=8)
     return fig
+
+
+# ------------------------------------------------------------------------------------ Fig 1D: vs oracle
+
+FIG1D_COLORS = {"trial": "#7f7f7f", "model": "#d62728", "oracle": "#1f77b4"}
+_FIG1D_NAMES = {"trial": r"$S^{\mathrm{trial}}$ (one repeat)", "model": r"$S^{\mathrm{model}}$ (predicted)",
+                "oracle": r"$S^{\mathrm{oracle}}$ (all repeats)", "truth": r"$S^{\mathrm{truth}}$ (noise-free)"}
+
+
+def _check_oracle_scans(scans) -> list[dict]:
+    if not isinstance(scans, (list, tuple)) or not scans:
+        raise ReportInputError("'scans': expected a non-empty list of dicts {label, oracle, trial, model, truth?}")
+    out = []
+    for k, s in enumerate(scans):
+        if not isinstance(s, dict) or not {"label", "oracle", "trial", "model"} <= set(s):
+            raise ReportInputError(f"'scans[{k}]': expected a dict with keys 'label', 'oracle', 'trial', 'model' "
+                                   "(and optionally 'truth'), as neural_reg.queries.oracle_comparison returns")
+        entry = {"label": str(s["label"])}
+        for name in ("oracle", "trial", "model", "truth"):
+            entry[name] = None if s.get(name) is None else _as_similarity(s[name], f"scans[{k}].{name}")
+        shapes = {entry[n].shape for n in ("oracle", "trial", "model", "truth") if entry[n] is not None}
+        if len(shapes) > 1:
+            raise ReportInputError(f"'scans[{k}]': oracle, trial, model (and truth) differ in shape {sorted(shapes)}. "
+                                   "Fix: compute all over the same oracle images in the same order")
+        out.append(entry)
+    return out
+
+
+def fig1d_oracle_scatter(scans: Sequence[dict], *, max_points: int = 3000, seed: int = 0) -> Figure:
+    """Fig 1D: single-trial and model similarity against the oracle similarity (and the noise-free truth).
+
+    Source: per scan, ``neural_reg.queries.oracle_comparison``: oracle.OracleSimilarity (``oracle``, Eq 3), the
+    oracle trials (``trial``: Eq 2 on one repeat of each oracle image), the scan's first
+    predictor.TrainedPredictor (``model``: Eq 6 on the oracle images), and for simulated scans ``truth`` (Eq 2
+    on the simulator's noise-free rates); all (m, m) over the same m oracle images.
+    One row per scan; column 1: S^trial and S^model (y) against S^oracle (x); column 2, where any scan has a
+    truth: S^trial, S^model and S^oracle against S^truth. Off-diagonal pairs (at most ``max_points`` drawn);
+    Pearson r over all pairs in the legend (:func:`pipeline.oracle.similarity.offdiagonal_correlation`); the
+    identity dashed. Scatter gids 'label|y|x', e.g. 'scan A|model|oracle'. Legends sit below the axes.
+    """
+    scans = _check_oracle_scans(scans)
+    rng = np.random.default_rng(seed)
+    has_truth = any(s["truth"] is not None for s in scans)
+    ncols = 2 if has_truth else 1
+    fig = Figure(figsize=(4.6 * ncols, 4.6 * len(scans) + 0.5), layout="constrained")
+    axes = fig.subplots(len(scans), ncols, squeeze=False)
+    for row, s in enumerate(scans):
+        m = s["oracle"].shape[0]
+        i, j = _sample_pairs(m, max_points, rng)
+        panels = [("oracle", ("trial", "model"))] + ([("truth", ("trial", "model", "oracle"))] if has_truth else [])
+        for col, (x_name, y_names) in enumerate(panels):
+            ax = axes[row, col]
+            if s[x_name] is None:
+                ax.axis("off")
+                ax.text(0.5, 0.5, "no noise-free truth\n(not a simulated scan)", ha="center", va="center",
+                        transform=ax.transAxes)
+                continue
+            x = s[x_name]
+            for y_name in y_names:
+                r = offdiagonal_correlation(x, s[y_name])
+                ax.scatter(x[i, j], s[y_name][i, j], s=5, alpha=0.45, color=FIG1D_COLORS[y_name], rasterized=True,
+                           gid=f"{s['label']}|{y_name}|{x_name}", label=f"{_FIG1D_NAMES[y_name]}: r = {r:.3f}")
+            lim = [min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])]
+            ax.plot(lim, lim, color="#444444", linestyle="--", linewidth=0.8)
+            ax.set_xlabel(f"{_FIG1D_NAMES[x_name]} of the pair (i, j) (cosine)", fontsize=8)
+            ax.set_ylabel("similarity of the same pair (cosine)", fontsize=8)
+            ax.set_title(f"{s['label']}: against {_FIG1D_NAMES[x_name]}\n{m} oracle images, "
+                         f"{len(i)} of {m * (m - 1) // 2} pairs shown", fontsize=9)
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, markerscale=2.5, frameon=False)
+    fig.suptitle("Fig 1D: single-trial vs model similarity on the oracle images", fontsize=11)
+    return fig
+
+
+def oracle_comparison_table(scans: Sequence[dict]) -> pd.DataFrame:
+    """Fig 1D's numbers: one row per scan, Pearson r of off-diagonal entries (NaN where a matrix is missing).
+
+    Source: ``neural_reg.queries.oracle_comparison`` (the dicts of :func:`fig1d_oracle_scatter`, plus optional
+    ``data_rest``, ``model_rest``, ``truth_rest`` over the non-oracle images: oracle.DataSimilarity,
+    predictor.ModelSimilarity and the truth there). Columns: scan, oracle images, r(trial, oracle),
+    r(model, oracle), r(trial, truth), r(model, truth), r(oracle, truth), non-oracle images, r(data, truth) and
+    r(model, truth) on them (the training targets Neural (data) and Neural against the truth).
+    """
+    def r(a, b):
+        return np.nan if a is None or b is None else offdiagonal_correlation(a, b)
+
+    rows = []
+    for s in scans:
+        rest = s.get("data_rest")
+        rows.append({"scan": str(s["label"]), "oracle images": int(np.shape(s["oracle"])[0]),
+                     "r(trial, oracle)": r(s["trial"], s["oracle"]), "r(model, oracle)": r(s["model"], s["oracle"]),
+                     "r(trial, truth)": r(s["trial"], s.get("truth")), "r(model, truth)": r(s["model"], s.get("truth")),
+                     "r(oracle, truth)": r(s["oracle"], s.get("truth")),
+                     "non-oracle images": int(np.shape(rest)[0]) if rest is not None else 0,
+                     "r(data, truth) non-oracle": r(rest, s.get("truth_rest")),
+                     "r(model, truth) non-oracle": r(s.get("model_rest"), s.get("truth_rest"))})
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------------ Fig 4: noise
@@ -487,49 +602,103 @@ def mean_step_curve(df: pd.DataFrame, x: str = "queries", y: str = "median", by:
     return grid, np.mean(values, axis=0)
 
 
+def _log_queries_axis(ax, queries: np.ndarray, max_ticks: int = 6) -> None:
+    """Log x; a range under a factor 3 widened to one around its centre (a single point would otherwise get an
+    axis spanning its rounding noise); with few distinct points, ticks labelled at the points themselves."""
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide on short ranges
+    q = queries[np.isfinite(queries) & (queries > 0)]
+    if q.size == 0:
+        return
+    lo, hi = float(q.min()), float(q.max())
+    if hi / lo < 3:
+        centre = np.sqrt(lo * hi)
+        ax.set_xlim(centre / 3, centre * 3)
+    else:
+        ax.set_xlim(lo / 1.4, hi * 1.4)
+    ticks = np.unique(np.round(q, 0 if hi >= 10 else 2))
+    if len(ticks) <= max_ticks:
+        keep = [ticks[0]]
+        for t in ticks[1:]:  # points closer than 10 % share one tick
+            if t / keep[-1] > 1.1:
+                keep.append(t)
+        ax.set_xticks(keep, labels=[f"{t:.4g}" for t in keep])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(axis="x", which="minor", length=2)
+
+
+def curve_by_setting(df: pd.DataFrame) -> pd.DataFrame:
+    """Fig 5's curves aligned over seeds: one row per (condition, attack, norm, step).
+
+    df: as :func:`fig5_queries` takes it. Every classifier's curve of one attack holds one point per setting of
+    the attack's sweep, in sweep order (cumulative queries increase), so the k-th point of every seed's curve is
+    after the same k settings: ``step`` k (0-based, the rank of queries within its curve). Per step: queries
+    (mean over seeds of the cumulative queries per sample), mean, sem (ddof 1; NaN for one seed), lo and hi
+    (min and max over seeds) of the median perturbation, n (seeds). Condition columns as in df.
+    """
+    cond = condition_columns(df)
+    curve = cond + ["seed", "attack", "norm"]
+    d = df.sort_values(curve + ["queries"], kind="stable").copy()
+    d["step"] = d.groupby(curve, sort=False, dropna=False).cumcount()
+    d["median"] = pd.to_numeric(d["median"]).astype(np.float64)
+    d["queries"] = pd.to_numeric(d["queries"]).astype(np.float64)
+    g = d.groupby(cond + ["attack", "norm", "step"], sort=True, dropna=False)
+    out = pd.DataFrame({"queries": g["queries"].mean(), "mean": g["median"].mean(), "sd": g["median"].std(ddof=1),
+                        "lo": g["median"].min(), "hi": g["median"].max(), "n": g["median"].size()})
+    out["sem"] = out["sd"] / np.sqrt(out["n"])
+    return out.drop(columns="sd").reset_index()
+
+
 def fig5_queries(df: pd.DataFrame) -> Figure:
-    """Fig 5: median minimal perturbation vs model queries per sample, one panel per norm.
+    """Fig 5: median minimal perturbation vs model queries per sample, one panel per attack.
 
     Source: robustness.Adversarial (its queries_curve, with AttackConfig's attack_name and norm) via
     ``neural_reg.queries.query_curves``.
     df columns: regulariser, alpha (optional), seed, attack, norm, queries (> 0, cumulative model queries per
     attacked sample), median (median over samples of the best perturbation found so far; pixels in [0, 1]);
-    one row per (regulariser, alpha, seed, attack, norm, queries). One line per attack x condition: the mean
-    over seeds of their step curves (:func:`mean_step_curve`); colour = condition, line style = attack; log x.
-    Line gids: 'norm|attack|condition label'.
+    one row per (regulariser, alpha, seed, attack, norm, queries). Panels: one per attack (ordered by norm,
+    then name; title 'attack (norm)'), log x. In each, one line per condition: the mean over seeds at each
+    point of the attack's sweep (:func:`curve_by_setting`), with +- SEM bars over seeds and a shaded +- SEM band
+    (ax.lines: one line per condition, gid 'attack|condition label', data = the means). One legend for the
+    whole figure, outside the axes (right), naming the conditions with their number of seeds.
     """
     cols = ["regulariser", "seed", "attack", "norm", "queries", "median"]
     _check_frame(df, cols, cols[:5], ["queries", "median"])
     _check_range(df, "queries", np.nextafter(0, 1), np.inf, "df", "queries must be > 0 (log axis)")
     _check_range(df, "median", 0.0, np.inf, "df", "perturbation sizes are >= 0")
     colors = condition_colors(df)
-    attacks = sorted(pd.unique(df["attack"]), key=str)
-    norms = _order_norms(df["norm"])
-
-    fig = Figure(figsize=(4.8 * len(norms), 4.4), layout="constrained")
-    axes = fig.subplots(1, len(norms), squeeze=False)[0]
-    for ax, norm in zip(axes, norms):
-        d = df[df["norm"] == norm]
-        for a_k, attack in enumerate(attacks):
-            da = d[d["attack"] == attack]
-            for cond, color in colors.items():
-                g = da[_condition_mask(da, cond)]
-                if g.empty:
-                    continue
-                q, m = mean_step_curve(g)
-                label = condition_label(*cond)
-                line, = ax.plot(q, m, color=color, linestyle=_LINESTYLES[a_k % len(_LINESTYLES)],
-                                marker=_MARKERS[a_k % len(_MARKERS)], markersize=3, linewidth=1.5,
-                                label=f"{label}, {attack} (n = {g['seed'].nunique()})")
-                line.set_gid(f"{norm}|{attack}|{label}")
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide on short ranges
-        ax.set_xlabel("model queries per sample (log scale)")
-        ax.set_ylabel(f"median minimal {norm} perturbation\n(pixel intensity, images in [0, 1])")
-        ax.set_title(f"{norm}", fontsize=10)
-        ax.legend(fontsize=7)
-    fig.suptitle("Fig 5: median minimal adversarial perturbation vs model queries (mean over seeds; "
-                 "higher = more robust)", fontsize=10)
+    summ = curve_by_setting(df)
+    panels = sorted({(a, n) for a, n in zip(df["attack"], df["norm"])},
+                    key=lambda an: (_order_norms(df["norm"]).index(an[1]), str(an[0])))
+    ncols = 2 if len(panels) == 4 else min(len(panels), 3)
+    nrows = int(np.ceil(len(panels) / ncols))
+    fig = Figure(figsize=(4.2 * ncols + 2.6, 3.8 * nrows + 0.4), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    handles = {}
+    for ax, (attack, norm) in zip(axes, panels):
+        d = summ[(summ["attack"] == attack) & (summ["norm"] == norm)]
+        for cond, color in colors.items():
+            g = d[_condition_mask(d, cond)]
+            if g.empty:
+                continue
+            g = g.sort_values("step")
+            q, m, sem = g["queries"].to_numpy(), g["mean"].to_numpy(), g["sem"].to_numpy()
+            label = condition_label(*cond)
+            container = _errorbar(ax, q, m, np.nan_to_num(sem), color, label, f"{attack}|{label}")
+            if len(q) > 1 and np.isfinite(sem).all():
+                ax.fill_between(q, m - sem, m + sem, color=color, alpha=0.15, linewidth=0)
+            handles.setdefault(label, (container, _n_seeds(g["n"])))
+        _log_queries_axis(ax, d["queries"].to_numpy(np.float64))
+        ax.set_xlabel("model queries per attacked sample (log scale)", fontsize=8)
+        ax.set_ylabel(f"median minimal {norm} perturbation\n(pixel intensity, images in [0, 1])", fontsize=8)
+        points = int(d["step"].max()) + 1 if not d.empty else 0
+        ax.set_title(f"{attack} ({norm}), {points} point{'s' if points != 1 else ''} per curve", fontsize=9)
+    for ax in axes[len(panels):]:
+        ax.axis("off")
+    fig.legend([h for h, _ in handles.values()], [f"{k} ({n})" for k, (_, n) in handles.items()],
+               loc="outside right upper", fontsize=8, title="condition (seeds)", title_fontsize=8)
+    fig.suptitle("Fig 5: median minimal adversarial perturbation vs model queries\n(mean ± SEM over seeds at each "
+                 "point of the attack's sweep; higher = more robust)" + _config_note(df), fontsize=10)
     return fig
 
 

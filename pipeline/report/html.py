@@ -7,8 +7,10 @@ so a table cell or a description holding '<script>' shows as text and never runs
 Section dict (all keys but ``title`` optional; unknown keys are an error, to catch typos):
     {"title": str,
      "text": str (plain text; blank lines separate paragraphs),
-     "images": [path to a .png, ...],
+     "missing": str (why a figure of this section is not drawn and what to populate; shown in a marked box),
+     "images": [path to a .png, or (path, caption), ...],
      "tables": [DataFrame or (caption, DataFrame), ...]}
+A figure's caption says what it shows, from which table, with what n; without one the file name is shown.
 Numbers in tables are shown with 4 significant digits (integers in full, NaN as 'NaN').
 """
 
@@ -32,7 +34,7 @@ __all__ = ["write_report", "format_number", "table_html"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIGNIFICANT_DIGITS = 4
-_SECTION_KEYS = {"title", "text", "images", "tables"}
+_SECTION_KEYS = {"title", "text", "missing", "images", "tables"}
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
@@ -47,6 +49,9 @@ table { border-collapse: collapse; margin: 1em 0; font-size: .9em; }
 th, td { border: 1px solid #ddd; padding: .25em .6em; }
 td { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #f4f4f4; }
+.table-wrap { overflow-x: auto; max-width: 100%; }
+.missing { background: #fff6e0; border-left: 4px solid #e0a000; padding: .5em 1em; }
+.provenance td { text-align: left; }
 tbody tr:nth-child(even) { background: #fafafa; }
 """
 
@@ -89,7 +94,7 @@ def table_html(table: pd.DataFrame, caption: str | None = None) -> str:
     return body
 
 
-def _image_html(path) -> str:
+def _image_html(path, caption: str | None = None) -> str:
     p = Path(path)
     if not p.is_file():
         raise ReportInputError(f"image {str(p)!r} does not exist. Fix: save the figure first "
@@ -99,7 +104,8 @@ def _image_html(path) -> str:
         raise ReportInputError(f"image {str(p)!r} is not a PNG file. Fix: save figures as .png")
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
     name = html.escape(p.name)
-    return f'<figure><img src="{uri}" alt="{name}"><figcaption>{name}</figcaption></figure>'
+    text = html.escape(str(caption)) if caption else name
+    return f'<figure><img src="{uri}" alt="{name}"><figcaption>{text}</figcaption></figure>'
 
 
 def _text_html(text: str) -> str:
@@ -117,16 +123,19 @@ def _section_html(k: int, section: dict) -> str:
     parts = [f"<section>\n<h2>{html.escape(str(section['title']))}</h2>"]
     if section.get("text"):
         parts.append(_text_html(section["text"]))
+    if section.get("missing"):
+        parts.append('<div class="missing">' + _text_html(section["missing"]) + "</div>")
     images = section.get("images") or []
     tables = section.get("tables") or []
     if isinstance(images, (str, os.PathLike)) or isinstance(tables, pd.DataFrame):
         raise ReportInputError(f"sections[{k}]: 'images' and 'tables' are lists. Fix: wrap a single one in [...]")
-    parts.extend(_image_html(p) for p in images)
+    for p in images:
+        parts.append(_image_html(*p) if isinstance(p, tuple) and len(p) == 2 else _image_html(p))
     for t in tables:
         if isinstance(t, tuple) and len(t) == 2:
-            parts.append(table_html(t[1], caption=t[0]))
+            parts.append('<div class="table-wrap">' + table_html(t[1], caption=t[0]) + "</div>")
         else:
-            parts.append(table_html(t))
+            parts.append('<div class="table-wrap">' + table_html(t) + "</div>")
     parts.append("</section>")
     return "\n".join(parts)
 

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from scipy import stats as sps
 
@@ -193,13 +194,41 @@ def _queries_df():
 
 def test_fig5_queries_panels_lines_and_means():
     fig = F.fig5_queries(_queries_df())
-    assert len(fig.axes) == 2
-    assert [ax.get_title() for ax in fig.axes] == ["L2", "Linf"]
-    for ax in fig.axes:
-        assert len(ax.lines) == 4 and ax.get_xscale() == "log"
-    line = {l.get_gid(): l for l in fig.axes[0].lines}["L2|PGD|Neural"]
+    axes = [ax for ax in fig.axes if ax.lines]
+    assert len(axes) == 4  # one panel per attack: BB, PGD (L2); BB, PGD (Linf)
+    assert [ax.get_title().split(",")[0] for ax in axes] == ["BB (L2)", "PGD (L2)", "BB (Linf)", "PGD (Linf)"]
+    for ax in axes:
+        assert len(ax.lines) == 2 and ax.get_xscale() == "log" and "3 points" in ax.get_title()
+        assert ax.get_legend() is None  # one legend for the figure, outside the axes
+    line = {l.get_gid(): l for l in axes[1].lines}["PGD|Neural"]
     np.testing.assert_allclose(line.get_xdata(), [10, 100, 1000])
     np.testing.assert_allclose(line.get_ydata(), [0.3 * 2 * 1.5, 0.2 * 2 * 1.5, 0.1 * 2 * 1.5])
+    # the spread over seeds: SEM bars (seed values m and 2m -> sd m / sqrt(2), sem m / 2) and a band
+    segs = axes[1].collections[0].get_segments()  # the error bars of the first condition (None)
+    np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in segs], [2 * m * 1 / 2 for m in (0.3, 0.2, 0.1)])
+    assert sum(isinstance(c, PolyCollection) for c in axes[1].collections) == 2  # one band per condition
+    # the legend sits outside every axes
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    assert all(not legend.overlaps(ax.get_window_extent()) for ax in fig.axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["None (n = 2 seeds)", "Neural (n = 2 seeds)"]
+
+
+def test_curve_by_setting_aligns_seeds_whose_query_counts_differ_slightly():
+    rows = [dict(regulariser="None", seed=s, attack="A", norm="L2", queries=q + 0.1 * s, median=m + s)
+            for s in (0, 1) for q, m in ((77.0, 0.5), (294.0, 0.4))]
+    out = F.curve_by_setting(pd.DataFrame(rows))
+    assert list(out["step"]) == [0, 1] and list(out["n"]) == [2, 2]
+    np.testing.assert_allclose(out["queries"], [77.05, 294.05])
+    np.testing.assert_allclose(out["mean"], [1.0, 0.9])
+    np.testing.assert_allclose(out["sem"], [0.5, 0.5])
+    np.testing.assert_allclose(out[["lo", "hi"]].to_numpy(), [[0.5, 1.5], [0.4, 1.4]])
+    # one point per curve (a sweep of one setting) still draws, on an axis around that point
+    one = pd.DataFrame([dict(regulariser="None", seed=s, attack="BB", norm="L2", queries=163.0 + 0.1 * s,
+                             median=0.8) for s in (0, 1)])
+    ax = F.fig5_queries(one).axes[0]
+    lo, hi = ax.get_xlim()
+    assert lo < 100 and hi > 300
 
 
 def test_mean_step_curve_on_different_query_grids():
@@ -505,12 +534,215 @@ def test_experiment_sections_draw_one_fig6_per_attack_set(tmp_path):
     sections = R.experiment_sections(tmp_path, {"task": "digits"}, {"base": base, "scores": scores})
     assert sorted(p.name for p in tmp_path.glob("fig6_alpha_*.png")) == ["fig6_alpha_digits_set-a.png",
                                                                         "fig6_alpha_digits_set-b.png"]
-    adversarial = next(s for s in sections if s["title"].startswith("Fig 5-6"))
-    comparisons = adversarial["tables"][0][1]
+    fig6 = next(s for s in sections if s["title"].startswith("Fig 6"))
+    comparisons = fig6["tables"][0][1]
     assert set(comparisons["attack_set"]) == {"set-a", "set-b"} and set(comparisons["alpha"]) == set(SWEEP_ALPHAS)
+    assert list(comparisons.columns[:5]) == ["attack_set", "norm", "regulariser", "alpha", "reference"]
+    for path, caption in fig6["images"]:  # captions: what, which table, n
+        assert "robustness.RobustnessScore.Norm" in caption and "seeds per condition" in caption
+        assert f"{len(SWEEP_ALPHAS)} values" in caption
+    scores_table = fig6["tables"][-1][1]
+    assert isinstance(scores_table.index, pd.RangeIndex) and "task" not in scores_table.columns
     summary = sections[0]["tables"][0]
     assert "alpha" in summary.columns and set(summary["regulariser"]) == {"None", "Shuffle", "Neural"}
-    H.write_report(tmp_path / "page", "t", sections)
+    page = H.write_report(tmp_path / "page", "t", sections).read_text()
+    assert "RobustnessScore.Norm" in page and "<figcaption>Fig 6, attack set set-a" in page
+    # no index column in the scores table: its first header cell is a column name
+    scores_html = page[page.index("Scores per classifier"):]
+    assert re.search(r"<thead>\s*<tr[^>]*>\s*<th>regulariser</th>", scores_html)
+
+
+def test_experiment_sections_say_what_to_populate_when_frames_are_empty(tmp_path):
+    base = _sweep_base()
+    sections = R.experiment_sections(tmp_path, {"task": "digits"}, {"base": base})
+    missing = {s["title"].split(":")[0]: s.get("missing", "") for s in sections}
+    assert "robustness.NoiseRobustness" in missing["Fig 4"] and "populate NoiseRobustness" in missing["Fig 4"]
+    assert "robustness.Adversarial" in missing["Fig 5"] and "populate Adversarial" in missing["Fig 5"]
+    assert "no alpha sweep" in missing["Fig 6"] and "alphas" in missing["Fig 6"]
+    assert "LayerWeight" in missing["Table 1"]
+    assert not list(tmp_path.glob("*.png"))
+    page = H.write_report(tmp_path / "page", "t", sections).read_text()
+    assert page.count('<div class="missing">') == 4
+
+
+def test_experiment_sections_fig4_fig5_table1_captions_name_table_and_n(tmp_path):
+    noise, _ = _noise_df()
+    noise = noise[noise["regulariser"] != "MyReg"].assign(noise_name="cfg", n_samples=400)
+    curves = _queries_df().assign(n_samples=20)
+    gammas = pd.DataFrame([dict(regulariser="Neural", seed=s, layer=l, gamma=g)
+                           for s in (0, 1) for l, g in (("conv1", 0.2), ("layer1", 0.8))])
+    base = pd.DataFrame({"regulariser": ["None", "Neural"] * 3, "seed": [0, 0, 1, 1, 2, 2],
+                         "test_accuracy": 0.9})
+    sections = R.experiment_sections(tmp_path, {"task": "t"}, {"base": base, "noise": noise, "curves": curves,
+                                                               "gammas": gammas})
+    by = {s["title"].split(":")[0]: s for s in sections}
+    (_, cap4), = by["Fig 4"]["images"]
+    assert "robustness.NoiseRobustness" in cap4 and "n = 3 seeds per condition, 2 conditions" in cap4
+    assert "400 test samples" in cap4 and "3 stds" in cap4
+    (_, cap5), = by["Fig 5"]["images"]
+    assert "robustness.Adversarial" in cap5 and "n = 2 seeds per condition" in cap5 and "4 attacks" in cap5
+    assert "points per curve: BB (L2): 3, BB (Linf): 3, PGD (L2): 3, PGD (Linf): 3" in cap5
+    assert "20 test samples" in cap5
+    assert "points per curve" in by["Fig 5"]["text"].lower()  # fewer than 5: says how to get more
+    assert "LayerWeight" in by["Table 1"]["text"] and "n = 2 seeds" in by["Table 1"]["text"]
+
+
+# --------------------------------------------------------------------------------- Fig 1 sections, 1D
+
+def _oracle_scan(label, rng, m=10, truth=True):
+    truth_S = _similarity(m, rng)
+    return {"label": label, "oracle": 0.8 * truth_S + 0.2 * _similarity(m, rng),
+            "trial": 0.4 * truth_S + 0.6 * _similarity(m, rng), "model": 0.7 * truth_S + 0.3 * _similarity(m, rng),
+            "truth": truth_S if truth else None, "truth_note": "" if truth else "source_format 'filetree': no truth",
+            "data_rest": _similarity(12, rng), "model_rest": _similarity(12, rng),
+            "truth_rest": _similarity(12, rng) if truth else None}
+
+
+def test_fig1d_scatter_against_oracle_and_truth():
+    rng = np.random.default_rng(7)
+    scans = [_oracle_scan("A", rng), _oracle_scan("B", rng, truth=False)]
+    fig = F.fig1d_oracle_scatter(scans)
+    assert len(fig.axes) == 4  # 2 scans x (vs oracle, vs truth)
+    gids = {c.get_gid(): c for ax in fig.axes for c in ax.collections}
+    assert set(gids) == {"A|trial|oracle", "A|model|oracle", "A|trial|truth", "A|model|truth", "A|oracle|truth",
+                         "B|trial|oracle", "B|model|oracle"}
+    iu = np.triu_indices(10, 1)
+    np.testing.assert_allclose(gids["A|model|oracle"].get_offsets(),
+                               np.column_stack([scans[0]["oracle"][iu], scans[0]["model"][iu]]))
+    r = sps.pearsonr(scans[0]["oracle"][iu], scans[0]["trial"][iu]).statistic
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(f"r = {r:.3f}" in t for t in legend)
+    assert not fig.axes[3].axison  # B has no truth: its panel says so
+    # without any truth: one column
+    assert len(F.fig1d_oracle_scatter(scans[1:]).axes) == 1
+    with pytest.raises(S.ReportInputError, match="differ in shape"):
+        F.fig1d_oracle_scatter([dict(scans[0], model=np.eye(4))])
+
+
+def test_oracle_comparison_table_r_and_nan_without_truth():
+    rng = np.random.default_rng(8)
+    scans = [_oracle_scan("A", rng), _oracle_scan("B", rng, truth=False)]
+    t = F.oracle_comparison_table(scans)
+    assert list(t["scan"]) == ["A", "B"] and list(t["oracle images"]) == [10, 10]
+    assert np.isclose(t.loc[0, "r(model, truth)"], offdiagonal_correlation(scans[0]["model"], scans[0]["truth"]))
+    assert np.isclose(t.loc[0, "r(data, truth) non-oracle"],
+                      offdiagonal_correlation(scans[0]["data_rest"], scans[0]["truth_rest"]))
+    assert np.isnan(t.loc[1, "r(trial, truth)"]) and np.isfinite(t.loc[1, "r(trial, oracle)"])
+
+
+def test_neural_sections_captions_and_missing_notes(tmp_path):
+    rng = np.random.default_rng(9)
+    model = _similarity(12, rng)
+    scans = [{"label": "A", "data": 0.5 * model + 0.5 * _similarity(12, rng), "model": model,
+              "oracle": _similarity(10, rng)}]
+    oracle_scans = [_oracle_scan("A", rng), _oracle_scan("B", rng, truth=False)]
+    edges = np.linspace(-1, 1, 201)
+    stab = [{"scan_group": "g", "n_scans": 3, "bin_edges": edges, "scan_width": 0.03, "repeat_width": 0.1,
+             "scan_histogram": np.histogram(rng.normal(0, 0.03, 500), edges)[0] + 0.0,
+             "repeat_histogram": np.histogram(rng.normal(0, 0.1, 500), edges)[0] + 0.0}]
+    sections = R.neural_sections(tmp_path, scans, oracle_scans, stab)
+    by = {s["title"].split(":")[0].split(" (")[0]: s for s in sections}
+    (_, c1), = by["Fig 1"]["images"]
+    assert "oracle.DataSimilarity" in c1 and "predictor.ModelSimilarity" in c1 and "1 of 1 scan" in c1
+    assert "12 non-oracle images" in c1 and "10 oracle images" in c1
+    (_, c1c), = by["Fig 1C"]["images"]
+    assert "oracle.Stability" in c1c and "n = 3 scans" in c1c
+    (_, c1d), = by["Fig 1D"]["images"]
+    assert "oracle.OracleSimilarity" in c1d and "predictor.TrainedPredictor" in c1d and "2 of 2 scans" in c1d
+    assert "1 simulated scan" in c1d and "10 oracle images" in c1d
+    assert "source_format 'filetree'" in by["Fig 1D"]["text"]  # why a scan has no truth
+    # nothing populated: each figure says why and what to populate, and nothing is drawn
+    empty = R.neural_sections(tmp_path / "empty", [], [], [])
+    notes = [s["missing"] for s in empty]
+    assert len(notes) == 3 and all("Not drawn" in n and "populate" in n for n in notes)
+    assert "DataSimilarity" in notes[0] and "Stability" in notes[1] and "TrainedPredictor" in notes[2]
+    assert not (tmp_path / "empty").exists() or not list((tmp_path / "empty").glob("*.png"))
+
+
+def test_fig1_stability_x_range_follows_the_data_not_the_bins():
+    rng = np.random.default_rng(10)
+    edges = np.linspace(-1, 1, 201)
+    h_scan = np.histogram(rng.normal(0, 0.03, 5000), edges)[0]
+    h_rep = np.histogram(rng.normal(0, 0.1, 5000), edges)[0]
+    ax = F.fig1_stability(edges, h_scan, h_rep, 0.03, 0.1).axes[0]
+    lo, hi = ax.get_xlim()
+    assert -0.6 < lo < -0.3 and 0.3 < hi < 0.6  # about +-0.33 (the 0.1 % tails of sd 0.1) plus a margin
+    # the shown range holds (almost) all of both densities
+    for h in (h_scan, h_rep):
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        assert h[(centres >= lo) & (centres <= hi)].sum() >= 0.998 * h.sum()
+
+
+def test_single_repeat_similarity_takes_one_trial_per_image():
+    from pipeline.oracle.similarity import population_similarity, single_repeat_similarity
+
+    rng = np.random.default_rng(11)
+    ids = np.array([5, 3, 5, 3, 9, 9, 3, 5, 9])
+    r = rng.normal(size=(9, 6))
+    w = rng.uniform(0.5, 2, 6)
+    S, out_ids = single_repeat_similarity(r, ids, w)
+    np.testing.assert_array_equal(out_ids, [3, 5, 9])
+    np.testing.assert_allclose(S, population_similarity(r[[1, 0, 4]], w), atol=1e-6)  # first trial of each
+    S1, _ = single_repeat_similarity(r, ids, w, repeat=2)
+    np.testing.assert_allclose(S1, population_similarity(r[[6, 7, 8]], w), atol=1e-6)
+    with pytest.raises(ValueError, match="repeat"):
+        single_repeat_similarity(r, ids, w, repeat=3)
+
+
+def test_simulator_truth_regenerates_the_noise_free_rates():
+    from pipeline.recording.simulator import simulate_scans
+    from pipeline.report.truth import parse_simulator_source, simulator_truth
+
+    scans = simulate_scans(n_scans=2, n_neurons=15, n_images=20, n_oracle_images=4, n_repeats=2, seed=3)
+    for scan in scans:
+        assert parse_simulator_source(scan.source) == (3, scan.extra["scan"])
+        rates = simulator_truth(scan.source, scan.n_neurons, scan.images, scan.behavior.mean(0), scan.positions)
+        np.testing.assert_allclose(rates, scan.extra["mean_rates"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(S.ReportInputError, match="positions differ"):  # another scan's neurons
+        simulator_truth(scans[0].source, 15, scans[0].images, scans[0].behavior.mean(0), scans[1].positions)
+    with pytest.raises(S.ReportInputError, match="not a simulator call"):
+        parse_simulator_source("/data/static123-1-1")
+
+
+# ----------------------------------------------------------------------------- provenance, diagram
+
+def test_provenance_has_every_key_and_no_password(tmp_path):
+    from pipeline.report import provenance as P
+
+    info = {"host": "db.example", "port": 3306, "user": "alice", "passwd": "s3cret", "password": "s3cret"}
+    stamp = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    prov = P.collect(info, "alice", now=stamp)
+    assert tuple(prov) == P.PROVENANCE_KEYS
+    assert "s3cret" not in repr(prov)
+    assert prov["database"] == "host db.example, port 3306, user alice" and prov["schema prefix"] == "alice"
+    assert prov["generated at"] == "2024-01-02T03:04:05+00:00"
+    assert prov["torch threads"].isdigit() and prov["device"].startswith(("cpu", "cuda"))
+    assert prov["code version"].startswith(("git ", "neural-reg ", "unknown"))
+    assert prov["numpy version"] == np.__version__
+    # outside a git checkout: the package version
+    assert P.code_version(tmp_path).startswith(("neural-reg ", "unknown"))
+    frame = P.provenance_frame(prov)
+    page = H.write_report(tmp_path / "p", "t", [{"title": "Provenance", "tables": [frame]}]).read_text()
+    assert "db.example" in page and "s3cret" not in page
+
+
+def test_diagram_section_without_dot_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(R.shutil, "which", lambda name: None)
+    section = R.diagram_section(tmp_path, schema_modules=[])  # touches no database
+    assert "apt-get install graphviz" in section["missing"] and "dot" in section["missing"]
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_image_captions_replace_file_names(tmp_path):
+    df, _ = _noise_df()
+    png = F.save(F.fig4_noise(df), tmp_path / "fig4.png")
+    page = H.write_report(tmp_path / "out", "t", [
+        {"title": "a", "images": [(png, "Fig 4 <from> robustness.NoiseRobustness (n = 3 seeds)")],
+         "missing": "Not drawn: populate X"},
+        {"title": "b", "images": [png]}]).read_text()
+    assert "<figcaption>Fig 4 &lt;from&gt; robustness.NoiseRobustness (n = 3 seeds)</figcaption>" in page
+    assert "<figcaption>fig4.png</figcaption>" in page  # no caption given: the file name
+    assert '<div class="missing"><p>Not drawn: populate X</p></div>' in page
 
 
 def test_condition_labels_and_order():
