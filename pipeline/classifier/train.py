@@ -18,15 +18,14 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.classifier.checkpoints import (CHECKPOINT_FILE, CHECKPOINT_FORMAT, load_checkpoint, run_fingerprint,
-                                             save_checkpoint)
+from pipeline.checkpoints import checkpoint_path, save_checkpoint
+from pipeline.classifier.checkpoints import load_checkpoint, run_fingerprint
 from pipeline.classifier.config import (TrainConfigError, check_target, learning_rate, resolve_regulariser,
                                         resolve_train_config)
 from pipeline.classifier.inference import accuracy
@@ -167,7 +166,7 @@ def train_classifier(task: TaskData, arch: str, train_config: Mapping | str | No
     fingerprint = run_fingerprint(task, arch, cfg, reg_cfg, target_digest, seed)
 
     start_epoch, wall_before = 0, 0.0
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+    ckpt_path = checkpoint_path(checkpoint_dir)
     if ckpt_path is not None and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path, fingerprint, cfg["epochs"])
         model.load_state_dict(state["model"])
@@ -219,7 +218,7 @@ def train_classifier(task: TaskData, arch: str, train_config: Mapping | str | No
         curves["learning_rate"].append(lr)
         if ckpt_path is not None:
             save_checkpoint(ckpt_path, dict(
-                format=CHECKPOINT_FORMAT, fingerprint=fingerprint, epoch=epoch + 1, model=model.state_dict(),
+                fingerprint=fingerprint, epoch=epoch + 1, model=model.state_dict(),
                 optimiser=optimiser.state_dict(),
                 regulariser=None if reg_module is None else reg_module.state_dict(),
                 generator=generator.get_state(), curves=curves,

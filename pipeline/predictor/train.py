@@ -14,6 +14,8 @@ units of each neuron's training std), plus the model's regulariser. Adam; after 
 without a better validation correlation the best weights are restored and the learning rate decays, at
 most ``lr_decay_steps`` times, then training stops. The held-out correlation v_a (Eq 6) is computed on
 single trials of the 'oracle' tier (else 'test') with each trial's own behaviour and eye position.
+With ``checkpoint_dir`` training checkpoints after every epoch and resumes like the classifier's
+(pipeline.checkpoints): the early-stopping state and every generator are part of the checkpoint.
 The configuration is the one config.resolve_config returns (resolved when it is entered, run as given here).
 """
 
@@ -21,14 +23,18 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pipeline import checkpoints
 from pipeline.devices import resolve_device
+from pipeline.digests import array_digest
 from pipeline.errors import NeuralRegError
 from pipeline.recording.scan_data import TIERS
 
@@ -221,14 +227,43 @@ def _train_epoch(model, optimizer, t: dict, train_idx: torch.Tensor, batch_size:
     return total / n_batches
 
 
+CHECKPOINT_STATE_KEYS = ("model", "optimiser", "early_stopping", "generator", "rng", "wall_time")
+# Keys that change no weight: left out of the fingerprint (a run may be extended; any device may resume it).
+NON_FINGERPRINT_KEYS = ("max_epochs", "device")
+
+
+def run_fingerprint(arrays: dict, cfg: dict, seed: int) -> str:
+    """A hash of everything that determines a predictor's weights: the data, the configuration and the seed."""
+    return checkpoints.fingerprint(dict(
+        kind="predictor", seed=int(seed), data=array_digest(*(arrays[f] for f in DATA_FIELDS)),
+        train={k: v for k, v in cfg.items() if k not in NON_FINGERPRINT_KEYS}))
+
+
+def _rng_state(dev: torch.device) -> dict:
+    """The global generators the readout's position sampling draws from (inside train_predictor's fork_rng)."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
+
+
+def _set_rng_state(state: dict, dev: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if dev.type == "cuda" and state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], dev)
+
+
 def train_predictor(data: dict, config: dict | str | None = None, seed: int = 0, device: str | None = None,
-                    progress: bool = True) -> PredictorResult:
+                    progress: bool = True, checkpoint_dir: str | os.PathLike | None = None,
+                    on_epoch_end: Callable[[int, dict], None] | None = None) -> PredictorResult:
     """Train a predictive model on one scan's trials (see the module docstring for ``data``).
 
     config: a resolved predictor configuration (config.resolve_config), or anything that resolves to one (a
     preset name, a dict of overrides); a resolved one is used as it is. seed: fixes initialisation, batch order
     and readout sampling (identical weights on CPU for the same seed); device: overrides config['device'].
     The global torch RNG state is left as it was.
+    checkpoint_dir: after every epoch the full state (model, optimiser, early-stopping state with the best
+    weights, RNG states, curves, epoch) is written to <dir>/checkpoint.pt (pipeline.checkpoints), and a later
+    call with the same arguments resumes from it, to exactly the weights of an uninterrupted run (on CPU); a
+    checkpoint of a finished run returns its result without training. on_epoch_end(epoch, curves): called after
+    each epoch's checkpoint.
     """
     cfg = resolve_config(config)
     arrays = validate_data(data)
@@ -236,6 +271,8 @@ def train_predictor(data: dict, config: dict | str | None = None, seed: int = 0,
     tiers = arrays["tiers"]
     train_mask = tiers == "train"
     n_neurons, image_shape = arrays["responses"].shape[1], tuple(arrays["images"].shape[1:])
+    ckpt_path = checkpoints.checkpoint_path(checkpoint_dir)
+    fingerprint = run_fingerprint(arrays, cfg, seed) if ckpt_path is not None else None
     start_time = time.perf_counter()
     cuda_devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):
@@ -259,9 +296,21 @@ def train_predictor(data: dict, config: dict | str | None = None, seed: int = 0,
 
         curves = {"train_loss": [], "val_correlation": [], "lr": []}
         best_val, best_epoch, best_state = -np.inf, 0, copy.deepcopy(model.state_dict())
-        bad_epochs, decays, epoch = 0, 0, 0
-        bar = tqdm(range(1, cfg["max_epochs"] + 1), desc=f"predictor seed={seed}", disable=not progress,
-                   leave=False)
+        bad_epochs, decays, epoch, stopped, wall_before = 0, 0, 0, False, 0.0
+        if ckpt_path is not None and ckpt_path.is_file():
+            state = checkpoints.load_checkpoint(ckpt_path, fingerprint, cfg["max_epochs"],
+                                                required=CHECKPOINT_STATE_KEYS)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimiser"])
+            es = state["early_stopping"]
+            best_val, best_epoch, best_state = es["best_val"], es["best_epoch"], es["best_state"]
+            bad_epochs, decays, lr, stopped = es["bad_epochs"], es["decays"], es["lr"], es["stopped"]
+            generator.set_state(state["generator"])
+            _set_rng_state(state["rng"], dev)
+            curves, epoch, wall_before = state["curves"], state["epoch"], state["wall_time"]
+        epochs_left = range(epoch + 1, cfg["max_epochs"] + 1) if not stopped else range(0)
+        bar = tqdm(epochs_left, desc=f"predictor seed={seed}", disable=not progress, leave=False,
+                   initial=epoch, total=cfg["max_epochs"])
         for epoch in bar:
             loss = _train_epoch(model, optimizer, t, train_idx, cfg["batch_size"], generator)
             val = float(_evaluate(model, t, val_idx, cfg["eval_batch_size"]).mean())
@@ -276,12 +325,24 @@ def train_predictor(data: dict, config: dict | str | None = None, seed: int = 0,
                 bad_epochs += 1
             if bad_epochs >= cfg["patience"]:
                 if decays >= cfg["lr_decay_steps"]:
-                    break
-                decays, bad_epochs = decays + 1, 0
-                model.load_state_dict(best_state)
-                lr *= cfg["lr_decay_factor"]
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    stopped = True
+                else:
+                    decays, bad_epochs = decays + 1, 0
+                    model.load_state_dict(best_state)
+                    lr *= cfg["lr_decay_factor"]
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+            if ckpt_path is not None:
+                checkpoints.save_checkpoint(ckpt_path, dict(
+                    fingerprint=fingerprint, epoch=epoch, model=model.state_dict(), optimiser=optimizer.state_dict(),
+                    early_stopping=dict(best_val=float(best_val), best_epoch=best_epoch, best_state=best_state,
+                                        bad_epochs=bad_epochs, decays=decays, lr=lr, stopped=stopped),
+                    generator=generator.get_state(), rng=_rng_state(dev), curves=curves,
+                    wall_time=wall_before + time.perf_counter() - start_time))
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, curves)
+            if stopped:
+                break
         bar.close()
         model.load_state_dict(best_state)
         tier = heldout_tier(tiers)
@@ -289,5 +350,5 @@ def train_predictor(data: dict, config: dict | str | None = None, seed: int = 0,
     return PredictorResult(
         state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         config=cfg, curves=curves, correlation=correlation, heldout_tier=tier, best_epoch=best_epoch,
-        n_epochs=epoch, wall_time=time.perf_counter() - start_time, device=str(dev), n_neurons=n_neurons,
-        image_shape=image_shape, best_val_correlation=float(best_val))
+        n_epochs=epoch, wall_time=wall_before + time.perf_counter() - start_time, device=str(dev),
+        n_neurons=n_neurons, image_shape=image_shape, best_val_correlation=float(best_val))

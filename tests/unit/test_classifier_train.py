@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pipeline.classifier.checkpoints import CHECKPOINT_FILE
+from pipeline.checkpoints import CheckpointError
+from pipeline.checkpoints import CHECKPOINT_FILE, read_checkpoint, save_checkpoint
 from pipeline.classifier.config import (TRAIN_PRESETS, TrainConfigError, learning_rate, resolve_regulariser,
                                         resolve_train_config)
 from pipeline.classifier.inference import load_classifier, predict_logits
@@ -116,7 +117,7 @@ def test_killed_run_resumes_to_the_same_weights(task, target, tmp_path):
     straight = run(task, target, REG)
     with pytest.raises(Killed):
         run(task, target, REG, checkpoint_dir=tmp_path, on_epoch_end=kill_after(1))
-    assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)["epoch"] == 1
+    assert read_checkpoint(tmp_path / CHECKPOINT_FILE)["epoch"] == 1
     resumed = run(task, target, REG, checkpoint_dir=tmp_path)
     assert_same_weights(straight.state_dict, resumed.state_dict)
     assert resumed.curves == straight.curves and resumed.gamma == straight.gamma
@@ -135,6 +136,61 @@ def test_checkpoint_of_another_run_is_refused(task, tmp_path):
     with pytest.raises(TrainConfigError, match="another run"):
         run(task, train_config=dict(CONFIG, epochs=1), checkpoint_dir=tmp_path, seed=3)
     assert (tmp_path / CHECKPOINT_FILE).is_file()
+
+
+@pytest.fixture
+def one_epoch_in(task, target, tmp_path):
+    """A regularised run killed after its first of 3 epochs: (its checkpoint file, the state in it)."""
+    with pytest.raises(Killed):
+        run(task, target, REG, checkpoint_dir=tmp_path, on_epoch_end=kill_after(1))
+    path = tmp_path / CHECKPOINT_FILE
+    return path, read_checkpoint(path)
+
+
+def assert_refused(task, target, path, *needles):
+    """Resuming from ``path`` fails with a TrainConfigError naming the file, the fault and the fix."""
+    with pytest.raises(TrainConfigError) as info:
+        run(task, target, REG, checkpoint_dir=path.parent)
+    assert isinstance(info.value, CheckpointError)
+    for needle in (str(path), "delete it to start the run afresh", *needles):
+        assert needle in str(info.value), f"{needle!r} not in: {info.value}"
+    assert path.is_file()  # refused, never silently overwritten
+
+
+def test_checkpoint_with_a_flipped_byte_is_refused(task, target, one_epoch_in):
+    path, _ = one_epoch_in
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert_refused(task, target, path, "damaged", "checksum")
+
+
+@pytest.mark.parametrize("where", ["model", "optimiser", "regulariser"])
+def test_checkpoint_with_a_nan_is_refused_though_its_checksum_is_valid(task, target, one_epoch_in, where):
+    path, state = one_epoch_in
+    if where == "model":
+        state["model"]["linear.weight"][0, 0] = float("nan")
+    elif where == "optimiser":
+        next(iter(state["optimiser"]["state"].values()))["momentum_buffer"].view(-1)[0] = float("inf")
+    else:
+        state["regulariser"][next(k for k, v in state["regulariser"].items() if v.is_floating_point())].view(-1)[0] \
+            = float("nan")
+    save_checkpoint(path, state)  # a valid checksum over the bad weights
+    assert_refused(task, target, path, "NaN or infinite", where)
+
+
+def test_checkpoint_with_an_advanced_epoch_counter_is_refused(task, target, one_epoch_in):
+    path, state = one_epoch_in
+    save_checkpoint(path, dict(state, epoch=2))  # valid checksum; the curves still hold one epoch
+    assert_refused(task, target, path, "inconsistent", "epoch counter says 2")
+    save_checkpoint(path, dict(state, epoch=0))
+    assert_refused(task, target, path, "epoch counter 0")
+
+
+def test_a_checkpoint_of_the_old_format_is_refused(task, target, one_epoch_in):
+    path, state = one_epoch_in
+    torch.save(state, path)  # format 1: torch.save alone, no checksum
+    assert_refused(task, target, path, "not a checksummed")
 
 
 def test_similarity_loss_falls_during_regularised_training(task, target):

@@ -16,6 +16,7 @@ from pipeline.predictor.modulator import Modulator
 from pipeline.predictor.readout import GaussianReadout, PointReadout, receptive_field_positions
 from pipeline.predictor.config import CPU_FAST_CONFIG, DEFAULT_CONFIG, PredictorConfigError
 from pipeline.predictor.train import PredictorDataError, correlation_per_neuron, load_model, predict, train_predictor
+from pipeline.checkpoints import CHECKPOINT_FILE, CheckpointError, read_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)
 
@@ -334,3 +335,86 @@ def test_bad_config_is_refused(population):
         build_model({"readout": "linear"}, 3, SHAPE)
     with pytest.raises(ValueError, match="input_kernel"):
         build_model({"input_kernel": 4}, 3, SHAPE)
+
+
+# ---- checkpoints and resuming ------------------------------------------------------------------------------
+# Decays the learning rate after epoch 6 (restoring the best weights) and stops early after epoch 7 of 10.
+RESUME = {**TINY, "max_epochs": 10, "patience": 1, "lr_decay_steps": 1, "tolerance": 0.01}
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def kill_after(epoch_to_die):
+    def callback(epoch, curves):
+        if epoch == epoch_to_die:
+            raise Killed(f"killed after epoch {epoch}")
+    return callback
+
+
+@pytest.fixture(scope="module")
+def straight(population):
+    result = train_predictor(population[0], RESUME, seed=0, progress=False)
+    assert result.n_epochs == 7 and result.curves["lr"][-1] < RESUME["lr"]  # early-stopped, after one decay
+    return result
+
+
+def assert_same_result(a, b):
+    assert a.state_dict.keys() == b.state_dict.keys()
+    for k in a.state_dict:
+        assert torch.equal(a.state_dict[k], b.state_dict[k]), k
+    assert a.curves == b.curves
+    assert (a.best_epoch, a.n_epochs, a.best_val_correlation) == (b.best_epoch, b.n_epochs, b.best_val_correlation)
+    np.testing.assert_array_equal(a.correlation, b.correlation)
+
+
+@pytest.mark.parametrize("killed_after", [3, 6])  # before the decay; just after it (best weights restored)
+def test_killed_predictor_run_resumes_to_the_same_weights(population, straight, tmp_path, killed_after):
+    with pytest.raises(Killed):
+        train_predictor(population[0], RESUME, seed=0, progress=False, checkpoint_dir=tmp_path,
+                        on_epoch_end=kill_after(killed_after))
+    state = read_checkpoint(tmp_path / CHECKPOINT_FILE)
+    assert state["epoch"] == killed_after and len(state["curves"]["train_loss"]) == killed_after
+    assert state["early_stopping"]["decays"] == (killed_after >= 6)
+    resumed = train_predictor(population[0], RESUME, seed=0, progress=False, checkpoint_dir=tmp_path)
+    assert_same_result(straight, resumed)
+    assert resumed.wall_time > state["wall_time"]
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]  # no temporary files left behind
+
+
+def test_finished_predictor_run_returns_from_its_checkpoint_without_training(population, straight, tmp_path):
+    first = train_predictor(population[0], RESUME, seed=0, progress=False, checkpoint_dir=tmp_path)
+    assert read_checkpoint(tmp_path / CHECKPOINT_FILE)["early_stopping"]["stopped"]
+    again = train_predictor(population[0], RESUME, seed=0, progress=False, checkpoint_dir=tmp_path,
+                            on_epoch_end=kill_after(8))  # would raise had it trained an epoch
+    assert_same_result(straight, first)
+    assert_same_result(straight, again)
+
+
+def test_shorter_predictor_run_extended_from_its_checkpoint(population, straight, tmp_path):
+    short = train_predictor(population[0], {**RESUME, "max_epochs": 4}, seed=0, progress=False,
+                            checkpoint_dir=tmp_path)
+    assert short.n_epochs == 4
+    assert_same_result(straight, train_predictor(population[0], RESUME, seed=0, progress=False,
+                                                 checkpoint_dir=tmp_path))
+
+
+def test_predictor_checkpoint_of_another_run_or_a_bad_one_is_refused(population, tmp_path):
+    data = population[0]
+    config = {**RESUME, "max_epochs": 2}
+    train_predictor(data, config, seed=0, progress=False, checkpoint_dir=tmp_path)
+    path = tmp_path / CHECKPOINT_FILE
+    for other in (dict(seed=1), dict(config={**config, "lr": 0.02}),
+                  dict(data=dict(data, responses=data["responses"] + 1))):
+        args = {**dict(data=data, config=config, seed=0), **other}
+        with pytest.raises(CheckpointError, match="another run"):
+            train_predictor(**args, progress=False, checkpoint_dir=tmp_path)
+    state = read_checkpoint(path)
+    state["early_stopping"]["best_state"]["readout.features"][0, 0] = float("nan")  # the best weights, too
+    save_checkpoint(path, state)
+    with pytest.raises(CheckpointError, match=r"NaN or infinite values in early_stopping\['best_state'\]"):
+        train_predictor(data, config, seed=0, progress=False, checkpoint_dir=tmp_path)
+    save_checkpoint(path, dict(read_checkpoint(path), epoch=3))
+    with pytest.raises(CheckpointError, match="beyond the 2 epochs"):
+        train_predictor(data, config, seed=0, progress=False, checkpoint_dir=tmp_path)
