@@ -6,6 +6,10 @@
   ``<home>/mysql``: bound to 127.0.0.1 on a free port, ``max_allowed_packet`` 1G, utf8mb4, with generated
   credentials stored in ``<home>/mysql/credentials.json`` (mode 0600). ``up`` is idempotent: a running server is
   reused, a stale pid file (a server that died) is cleaned up and the server restarted on the same data.
+- The private server is locked down on every start (also one initialised by an older version): anonymous
+  accounts and every ``root`` account but ``root@localhost`` are dropped, ``root@localhost`` has a generated
+  password, any other account without a password is locked, ``secure_file_priv`` confines ``INTO OUTFILE`` /
+  ``LOAD DATA`` to ``<home>/mysql/files``, ``local_infile`` is off and the app account has no FILE privilege.
 - With neither, the error says how to get one (the apt package, or ``docker compose up -d db``).
 
 Passwords are never printed or put in error messages.
@@ -38,7 +42,15 @@ SERVER_OPTIONS = {
     "innodb_buffer_pool_size": "256M",
     "innodb_log_file_size": "512M",  # a paper-size scan's responses are one 200 MB row
     "skip-name-resolve": "1",
+    "local-infile": "0",  # no LOAD DATA LOCAL
 }
+# Bumped when the lock-down of the private server changes: a server locked down by an older version (or by none)
+# is locked down again on its next start (and its accounts at once, by the next `up`, when it is running).
+LOCKDOWN_VERSION = 1
+# plugins that authenticate by password: an account of one with an empty password is locked
+PASSWORD_PLUGINS = {"", "mysql_native_password", "caching_sha2_password", "sha256_password", "mysql_old_password",
+                    "ed25519", "parsec"}
+ACCESS_DENIED = {1044, 1045, 1698, 1130, 3118, 4151}  # denied, host not allowed, account locked (MySQL, MariaDB)
 HOW_TO_GET_A_SERVER = (
     "No database server is configured and no MySQL/MariaDB server binary was found on this machine.\n"
     "Fix, one of:\n"
@@ -95,11 +107,32 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only (mode 0600 from the start, never world-readable)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
+    """Write a file readable by its owner only (mode 0600 from the start, never world-readable), atomically: a
+    concurrent reader sees the old content or the new, never a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _quote_account(user: str, host: str) -> str:
+    """'user'@'host' for an account statement (names from mysql.user or checked patterns; quotes escaped)."""
+    def q(text: str) -> str:
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return f"{q(user)}@{q(host)}"
+
+
+def scrub(text: str, *secrets_: str | None) -> str:
+    """``text`` with every given secret replaced by ***: for error messages that might echo one."""
+    for secret in secrets_:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 class PrivateServer:
@@ -108,6 +141,7 @@ class PrivateServer:
     def __init__(self, home: Path):
         self.root = Path(home) / "mysql"
         self.datadir = self.root / "data"
+        self.files = self.root / "files"  # secure_file_priv: the only directory the server reads or writes files in
         self.socket = self.root / "mysqld.sock"
         self.pidfile = self.root / "mysqld.pid"
         self.cnf = self.root / "my.cnf"
@@ -125,44 +159,75 @@ class PrivateServer:
         pid = self.pid()
         return pid is not None and _pid_alive(pid)
 
+    def _stored(self) -> dict:
+        try:
+            return json.loads(self.credentials_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
     def credentials(self) -> Credentials:
         if not self.credentials_file.exists():
             raise DatabaseError(f"{self.credentials_file} is missing: the private server was never set up. "
                                 "Fix: run `neural-reg db up`.")
-        data = json.loads(self.credentials_file.read_text())
+        data = self._stored()
+        if not {"user", "password", "port"} <= data.keys():
+            raise DatabaseError(f"{self.credentials_file} is damaged (not the JSON neural-reg wrote). Fix: "
+                                f"`neural-reg db down`, then move {self.root} away and run `neural-reg db up` (a new, "
+                                "empty server).")
         return Credentials("127.0.0.1", int(data["port"]), data["user"], data["password"])
 
     def status(self) -> dict:
         info = {"kind": "private", "data": str(self.datadir), "running": self.is_running()}
         if self.credentials_file.exists():
-            info["port"] = json.loads(self.credentials_file.read_text())["port"]
+            info["port"] = self._stored().get("port")
+        info["locked_down"] = self._stored().get("lockdown", 0) >= LOCKDOWN_VERSION
         return info
 
+    def outdated(self) -> bool:
+        """Whether the server was set up or last started by an older version: not locked down as this one locks
+        down, or its my.cnf differs from what this version writes."""
+        if self._stored().get("lockdown", 0) < LOCKDOWN_VERSION:
+            return True
+        try:
+            return self.cnf.read_text() != self._cnf_text(self._cnf_port())
+        except (OSError, DatabaseError):
+            return True
+
     # -- lifecycle ---------------------------------------------------------------------------------------------
-    def up(self, timeout: float = 60.0) -> Credentials:
-        """Start the server if it is not running (initialising it on first use); return its credentials."""
+    def up(self, timeout: float = 60.0, restart_outdated: bool = False) -> Credentials:
+        """Start the server if it is not running (initialising it on first use); return its credentials.
+
+        A running server that an older version set up has its accounts locked down at once; its new settings
+        (``secure_file_priv``) need a restart, which ``restart_outdated=True`` (``neural-reg db up``) does.
+        """
         if self.is_running():
-            return self.credentials()
+            if not self.outdated():
+                return self.credentials()
+            if not restart_outdated:
+                if self._stored().get("lockdown", 0) < LOCKDOWN_VERSION:
+                    self._lock_down()  # the accounts now; the server's settings on its next start
+                return self.credentials()
+            self.down(timeout)
         binary = find_server_binary()
         if binary is None:
             raise DatabaseError(HOW_TO_GET_A_SERVER)
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
+        self.files.mkdir(mode=0o700, exist_ok=True)
         for stale in (self.pidfile, self.socket):  # left by a server that died
             stale.unlink(missing_ok=True)
         first_start = not (self.datadir / "mysql").exists()
+        port = _free_port() if first_start else self._cnf_port()
+        self._write_cnf(port)  # every start: a server set up by an older version gets this version's settings
         if first_start:
-            port = _free_port()
-            self._write_cnf(port)
             self._initialise(binary)
-        else:
-            port = self._cnf_port()
         with open(self.log, "ab") as log:
             subprocess.Popen([str(binary), f"--defaults-file={self.cnf}"], stdout=log, stderr=log,
                              stdin=subprocess.DEVNULL, start_new_session=True)
         self._wait_ready(timeout)
         if first_start:
             self._create_app_user(port)
+        self._lock_down()
         return self.credentials()
 
     def down(self, timeout: float = 60.0) -> bool:
@@ -182,13 +247,16 @@ class PrivateServer:
         return True
 
     # -- helpers -----------------------------------------------------------------------------------------------
-    def _write_cnf(self, port: int) -> None:
+    def _cnf_text(self, port: int) -> str:
         lines = ["[mysqld]", f"datadir={self.datadir}", f"socket={self.socket}", f"pid-file={self.pidfile}",
-                 f"port={port}", f"log-error={self.log}"]
+                 f"port={port}", f"log-error={self.log}", f"secure-file-priv={self.files}"]
         lines += [f"{k}={v}" for k, v in SERVER_OPTIONS.items()]
         if os.geteuid() == 0:
             lines.append("user=root")  # mysqld refuses to run as root unless told to
-        self.cnf.write_text("\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
+
+    def _write_cnf(self, port: int) -> None:
+        self.cnf.write_text(self._cnf_text(port))
 
     def _cnf_port(self) -> int:
         for line in self.cnf.read_text().splitlines():
@@ -222,7 +290,7 @@ class PrivateServer:
                                     connect_timeout=2).close()
                     return
                 except pymysql.err.OperationalError as err:
-                    if err.args and err.args[0] == 1045:  # access denied: up, with root's password set
+                    if err.args and err.args[0] in ACCESS_DENIED:  # up, and root has a password
                         return
                     last = err
             time.sleep(0.25)
@@ -248,6 +316,75 @@ class PrivateServer:
         _write_private(self.credentials_file, json.dumps(
             {"user": APP_USER, "password": password, "port": port, "root_password": root_password}))
 
+    def _admin_connection(self, stored: dict):
+        """root (or, failing that, the app account) over the server's socket."""
+        import pymysql
+
+        attempts = [("root", stored.get("root_password")), ("root", ""), (stored.get("user"), stored.get("password"))]
+        for user, password in attempts:
+            if user is None or password is None:
+                continue
+            try:
+                return pymysql.connect(unix_socket=str(self.socket), user=user, password=password,
+                                       connect_timeout=10, autocommit=True)
+            except pymysql.err.OperationalError as err:
+                if not (err.args and err.args[0] in ACCESS_DENIED):
+                    raise DatabaseError(f"the private server does not answer on {self.socket} ({err.args[0]}). "
+                                        f"Fix: `neural-reg db down`, then `neural-reg db up`; see {self.log}") from None
+        raise DatabaseError(f"cannot log in to the private server as root or {APP_USER} with the passwords in "
+                            f"{self.credentials_file}. Fix: restore that file, or move {self.root} away and run "
+                            "`neural-reg db up` (a new, empty server).")
+
+    def _lock_down(self) -> None:
+        """Leave no way in without a password and no way to write files outside ``<home>/mysql/files``.
+
+        Idempotent, and safe while others use the server: drops anonymous accounts and every root account but
+        root@localhost (mariadb-install-db also creates root@127.0.0.1, root@::1 and root@<hostname>, without
+        passwords), gives root@localhost its generated password, locks any other account that has no password,
+        and takes the FILE privilege from the app account.
+        """
+        import pymysql
+
+        stored = self._stored()
+        root_password = stored.get("root_password") or secrets.token_urlsafe(24)
+        conn = self._admin_connection(stored)
+        try:
+            with conn.cursor(pymysql.cursors.DictCursor) as cur:
+                cur.execute("SELECT * FROM mysql.user")
+                accounts = cur.fetchall()
+                for row in accounts:
+                    user, host = _text(row["User"]), _text(row["Host"])
+                    if _text(row.get("is_role", "N")) == "Y":
+                        continue  # a MariaDB role: nobody logs in as it
+                    account = _quote_account(user, host)
+                    if user == "" or (user == "root" and host != "localhost"):
+                        cur.execute(f"DROP USER IF EXISTS {account}")
+                    elif user == "root":
+                        cur.execute(f"ALTER USER {account} IDENTIFIED BY %s", (root_password,))
+                    elif (_text(row.get("authentication_string") or "") == "" and not _text(row.get("Password") or "")
+                          and _text(row.get("plugin") or "") in PASSWORD_PLUGINS):
+                        cur.execute(f"ALTER USER {account} ACCOUNT LOCK")  # e.g. mariadb.sys: locked already
+                for host in ("127.0.0.1", "localhost"):
+                    if any(_text(r["User"]) == APP_USER and _text(r["Host"]) == host for r in accounts):
+                        try:
+                            cur.execute(f"REVOKE FILE ON *.* FROM {_quote_account(APP_USER, host)}")
+                        except pymysql.err.MySQLError as err:
+                            if not (err.args and err.args[0] in (1141, 1147)):  # not granted: nothing to revoke
+                                raise
+                cur.execute("FLUSH PRIVILEGES")
+        except pymysql.err.MySQLError as err:
+            raise DatabaseError(f"locking down the private server failed: "
+                                f"{scrub(str(err), root_password, stored.get('password'))}. See {self.log}") from None
+        finally:
+            conn.close()
+        stored = self._stored()  # re-read: written by this process or an older version, keep what it holds
+        stored.update(root_password=root_password, lockdown=LOCKDOWN_VERSION)
+        _write_private(self.credentials_file, json.dumps(stored))
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
+
 
 def _is_mariadb(binary: Path) -> bool:
     out = subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout
@@ -260,7 +397,12 @@ def shared_credentials(settings: Settings) -> Credentials | None:
         return None
     password = os.environ.get("DJ_PASS")
     if password is None and settings.password_file:
-        password = settings.password_file.read_text().strip()
+        try:
+            password = settings.password_file.read_text().strip()
+        except OSError as err:
+            raise DatabaseError(f"database.password_file {settings.password_file} cannot be read "
+                                f"({err.strerror or type(err).__name__}). Fix: create it (one line, the password; "
+                                "chmod 600) or correct the path in neural-reg.json.") from None
     if not settings.user or password is None:
         raise DatabaseError(f"a shared server is configured (host {settings.host}) but the user or password is "
                             "not. Fix: export DJ_USER and DJ_PASS (or set database.user and "
@@ -269,10 +411,114 @@ def shared_credentials(settings: Settings) -> Credentials | None:
     return Credentials(host, int(port or settings.port or 3306), settings.user, password)
 
 
-def server_up(settings: Settings | None = None) -> Credentials:
+def server_up(settings: Settings | None = None, restart_outdated: bool = False) -> Credentials:
     """Credentials of the server to use, starting the private one if needed."""
     settings = settings or load_settings()
-    return shared_credentials(settings) or PrivateServer(settings.home).up()
+    return shared_credentials(settings) or PrivateServer(settings.home).up(restart_outdated=restart_outdated)
+
+
+def login_failure(creds: Credentials, err: Exception) -> str:
+    """What went wrong logging in with ``creds`` and the fix, as a message without the password."""
+    code = err.args[0] if getattr(err, "args", None) and isinstance(err.args[0], int) else None
+    where = f"{creds.user}@{creds.host}:{creds.port}"
+    if code in (1045, 1698):
+        return (f"cannot log in as {where}: the server refused the password (error {code}). Fix: check DJ_PASS or "
+                "database.password_file for this user; an admin can set a new one (`neural-reg db remove-user` "
+                "and `neural-reg db add-user`, or ALTER USER ... IDENTIFIED BY).")
+    if code in (3118, 4151):
+        return f"cannot log in as {where}: the account is locked (error {code}). Fix: ask the database's admin."
+    if code in (1044, 1130):
+        return (f"cannot log in as {where}: this account may not connect from here (error {code}). Fix: ask the "
+                "database's admin for an account for this host (`neural-reg db add-user NAME --host ...`).")
+    if code in (2002, 2003, 2005, 2006, 2013):
+        return (f"cannot reach the database server at {creds.host}:{creds.port} (error {code}). Fix: check "
+                "DJ_HOST / database.host and that the server is up (`docker compose ps`, `neural-reg db up`).")
+    detail = scrub(" ".join(str(a) for a in getattr(err, "args", ())) or type(err).__name__, creds.password)
+    return f"cannot connect as {where}: {detail}. Fix: check the server and the settings (`neural-reg db status`)."
+
+
+def verify_login(creds: Credentials, timeout: float = 10.0) -> str:
+    """Log in with ``creds`` and run a query; return the server's version, or raise :class:`DatabaseError`.
+
+    As DataJoint connects: with TLS where the server offers it (MySQL 8's caching_sha2_password needs it, or the
+    cryptography package), else without."""
+    import pymysql
+
+    failure = None
+    for tls in ({"ssl": {}, "ssl_disabled": False}, {"ssl_disabled": True}):
+        try:
+            conn = pymysql.connect(host=creds.host, port=creds.port, user=creds.user, password=creds.password,
+                                   connect_timeout=timeout, **tls)
+            break
+        except pymysql.err.OperationalError as err:
+            if err.args and err.args[0] in ACCESS_DENIED | {2002, 2003, 2005}:
+                raise DatabaseError(login_failure(creds, err)) from None
+            failure = err
+        except (pymysql.err.MySQLError, RuntimeError, OSError) as err:
+            failure = err
+    else:
+        raise DatabaseError(login_failure(creds, failure)) from None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT VERSION()")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+# PyMySQL (1.2.4, converters.escape_bytes) sends a bytes value as the literal _binary X'<hex>': two characters per
+# byte, so one INSERT of n bytes of blobs is a packet of 2n plus the statement around them (measured on MariaDB
+# 10.11: the largest blob that fits max_allowed_packet P is (P - 34) / 2 for a two-column INSERT). Allowed for:
+# the statement's text, and per row the other values and DataJoint's / numpy's headers (128 bytes of .npy header).
+PACKET_OVERHEAD = 64 << 10
+PACKET_OVERHEAD_PER_ROW = 1 << 10
+PACKET_CAP = 1 << 30  # MySQL and MariaDB refuse a larger max_allowed_packet
+
+
+def packet_size_needed(nbytes: int, rows: int = 1) -> int:
+    """The ``max_allowed_packet`` one INSERT of ``rows`` rows carrying ``nbytes`` of binary data in all needs."""
+    return 2 * int(nbytes) + PACKET_OVERHEAD + PACKET_OVERHEAD_PER_ROW * max(1, int(rows))
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+def check_packet_size(connection, nbytes: int, what: str, rows: int = 1) -> int:
+    """Refuse, before a transaction starts, an insert the server would refuse for its size.
+
+    ``nbytes``: the raw size of the binary values (arrays' ``.nbytes``) that go into ONE statement: an
+    ``insert1``, or all ``rows`` rows of one ``insert`` (DataJoint sends a multi-row insert as one statement
+    unless given ``chunk_size``); ``what`` names them in the message (e.g. "scan 17-3-1: responses block 0").
+    ``connection``: a DataJoint connection (or a PyMySQL one). Returns the server's ``max_allowed_packet``;
+    raises :class:`DatabaseError` naming it, the server's value, the value needed and the fix. A server that
+    refuses a packet otherwise only says "MySQL server has gone away", after the transaction has begun.
+    """
+    from datajoint.connection import Connection as DataJointConnection
+
+    query = "SELECT @@max_allowed_packet"
+    if isinstance(connection, DataJointConnection):
+        allowed = int(connection.query(query).fetchone()[0])
+    else:
+        with connection.cursor() as cur:
+            cur.execute(query)
+            allowed = int(cur.fetchone()[0])
+    needed = packet_size_needed(nbytes, rows)
+    if needed <= allowed:
+        return allowed
+    head = (f"{what}: {_mib(int(nbytes))} of binary data go to the server in one statement of about {_mib(needed)} "
+            f"(PyMySQL sends bytes hex-encoded, 2 characters per byte), but the server's max_allowed_packet is "
+            f"{_mib(allowed)} ({allowed} bytes); it needs at least {needed} bytes.")
+    if needed > PACKET_CAP:
+        fix = (" Fix: no server takes more than 1G (1073741824 bytes) in one packet: store it in smaller pieces "
+               "(fewer rows per insert, or smaller blocks).")
+        raise DatabaseError(head + fix)
+    suggest = min(PACKET_CAP, -(-needed // (64 << 20)) * (64 << 20))  # rounded up to 64 MiB
+    raise DatabaseError(
+        head + f" Fix (a database admin): SET GLOBAL max_allowed_packet={suggest}; (new connections get it: "
+        f"restart the workers), and keep it across restarts: in docker-compose.yml the db service's command "
+        f"--max-allowed-packet={suggest >> 20}M (this repository's has 1G), or max_allowed_packet={suggest >> 20}M "
+        "under [mysqld] in the server's my.cnf. The private server (`neural-reg db up`) has 1G.")
 
 
 def connect(settings: Settings | None = None, start: bool = True):
@@ -285,6 +531,7 @@ def connect(settings: Settings | None = None, start: bool = True):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # datajoint warns about a missing datajoint.json and about MariaDB
         import datajoint as dj
+        import pymysql
 
         dj.config["database.host"] = creds.host
         dj.config["database.port"] = creds.port
@@ -293,4 +540,7 @@ def connect(settings: Settings | None = None, start: bool = True):
         dj.config["display.limit"] = 12
         # job tables declare with native integer types and DataJoint warns about each; nothing to act on
         dj.logger.setLevel("ERROR")
-        return dj.conn(reset=True)
+        try:
+            return dj.conn(reset=True)
+        except (pymysql.err.MySQLError, dj.errors.DataJointError) as err:
+            raise DatabaseError(login_failure(creds, err)) from None

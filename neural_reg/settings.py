@@ -7,7 +7,9 @@ DataJoint's ``dj.config`` rejects unknown keys, so neural-reg keeps its settings
    ``DJ_HOST`` / ``DJ_USER`` / ``DJ_PASS`` / ``DJ_PORT`` for a shared server;
 2. a JSON config file: ``$NEURALREG_CONFIG`` or ``./neural-reg.json``, e.g.
    ``{"prefix": "alice", "data_dir": "/data/neural-reg", "database": {"host": "db.lab", "user": "alice"}}``
-   (a password never goes in this file: use ``DJ_PASS`` or ``"password_file": "~/.neural-reg-pass"``);
+   (a password never goes in this file: use ``DJ_PASS`` or ``"password_file": "~/.neural-reg-pass"``; a key
+   that looks like a password at any depth, ``password``, ``passwd``, ``pass``, ``pwd`` in any case, is refused,
+   and so is an unknown key or a value of the wrong type, with the key named and the fix);
 3. defaults: prefix ``neuralreg``, home ``./.neural-reg`` (the private server, checkpoints, reports).
 """
 
@@ -45,6 +47,68 @@ class Settings:
         return Path(os.environ.get("NEURALREG_CHECKPOINTS") or self.home / "checkpoints").expanduser()
 
 
+# The config file's fields and their types; anything else is refused (a misspelt key must not fall back to a
+# default silently). Paths are strings; ``database.port`` an integer.
+CONFIG_FIELDS: dict = {
+    "prefix": str,
+    "home": str,
+    "data_dir": str,
+    "database": {"host": str, "port": int, "user": str, "password_file": str},
+}
+CONFIG_EXAMPLE = ('{"prefix": "alice", "data_dir": "/data/neural-reg", '
+                  '"database": {"host": "db.lab:3306", "user": "alice", "password_file": "~/.neural-reg-pass"}}')
+_TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", bool: "true or false", float: "a number",
+               list: "a list", type(None): "null"}
+# a key that looks like it holds a secret: password, passwd, pass, pwd, DJ_PASS, rootPassword, passphrase ...
+_SECRET_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
+_NOT_SECRET_KEYS = {"password_file"}
+
+
+def _type_name(value) -> str:
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _secret_keys(data, path: str = "") -> list[str]:
+    """Dotted paths of every key (at any depth, in objects or lists) that looks like it holds a password."""
+    found = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            here = f"{path}.{key}" if path else str(key)
+            if _SECRET_KEY.search(str(key)) and str(key) not in _NOT_SECRET_KEYS:
+                found.append(here)
+            found += _secret_keys(value, here)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            found += _secret_keys(value, f"{path}[{i}]")
+    return found
+
+
+def _check_fields(data: dict, fields: dict, path: str, where: Path) -> None:
+    """Refuse unknown keys and values of the wrong type, naming the key and the fix (never showing a value)."""
+    import difflib
+
+    for key, value in data.items():
+        here = f"{path}.{key}" if path else key
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            hint = f"did you mean {(f'{path}.' if path else '') + close[0]!r}? " if close else ""
+            of = f" of {path!r}" if path else ""
+            raise SettingsError(f"{where}: unknown field {here!r}. Fix: {hint}The fields{of} are "
+                                f"{', '.join(repr(f) for f in fields)} (e.g. {CONFIG_EXAMPLE}).")
+        expected = fields[key]
+        if isinstance(expected, dict):
+            if not isinstance(value, dict):
+                raise SettingsError(f"{where}: field {here!r} must be an object, got {_type_name(value)}. "
+                                    f"Fix: e.g. {CONFIG_EXAMPLE}.")
+            _check_fields(value, expected, here, where)
+        elif not isinstance(value, expected) or isinstance(value, bool):
+            example = {"port": "3306", "host": '"db.lab:3306"'}.get(key, '"..."' if expected is str else "1")
+            raise SettingsError(f"{where}: field {here!r} must be {_TYPE_NAMES[expected]}, got {_type_name(value)}. "
+                                f"Fix: e.g. \"{key}\": {example}.")
+        elif expected is str and not value.strip():
+            raise SettingsError(f"{where}: field {here!r} is empty. Fix: give a value or remove the field.")
+
+
 def _read_config_file() -> tuple[dict, Path | None]:
     path = os.environ.get("NEURALREG_CONFIG")
     candidate = Path(path).expanduser() if path else Path.cwd() / "neural-reg.json"
@@ -56,12 +120,20 @@ def _read_config_file() -> tuple[dict, Path | None]:
     try:
         data = json.loads(candidate.read_text())
     except json.JSONDecodeError as err:
-        raise SettingsError(f"{candidate}: not valid JSON ({err}). Fix: correct the file.") from err
+        # the message names the position only: the offending text could be a password
+        raise SettingsError(f"{candidate}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}). "
+                            "Fix: correct the file.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SettingsError(f"{candidate}: cannot be read ({type(err).__name__}). Fix: check the file.") from None
     if not isinstance(data, dict):
-        raise SettingsError(f"{candidate}: expected a JSON object at the top level.")
-    if "password" in data.get("database", {}):
-        raise SettingsError(f"{candidate}: field 'database.password': passwords do not belong in the config "
-                            "file. Fix: remove it; set DJ_PASS or 'database.password_file' instead.")
+        raise SettingsError(f"{candidate}: expected a JSON object at the top level, got {_type_name(data)}. "
+                            f"Fix: e.g. {CONFIG_EXAMPLE}.")
+    secrets = _secret_keys(data)
+    if secrets:
+        fields = ", ".join(repr(s) for s in secrets)
+        raise SettingsError(f"{candidate}: field {fields}: passwords do not belong in the config file. Fix: remove "
+                            "it; set DJ_PASS or 'database.password_file' (a file of your own, mode 0600) instead.")
+    _check_fields(data, CONFIG_FIELDS, "", candidate)
     return data, candidate
 
 
@@ -70,6 +142,17 @@ def check_prefix(prefix: str, source: str) -> str:
         raise SettingsError(f"{source}: schema prefix {prefix!r} is not valid. Fix: use lowercase letters, digits "
                             "and '_', starting with a letter, at most 40 characters (e.g. 'alice').")
     return prefix
+
+
+def check_port(port, source: str) -> int:
+    try:
+        value = int(str(port).strip())
+    except ValueError:
+        value = 0
+    if not 0 < value < 65536:
+        raise SettingsError(f"{source}: the port must be an integer from 1 to 65535 (e.g. 3306). Fix: correct it "
+                            "(a host may carry it as 'db.lab:3306').")
+    return value
 
 
 def load_settings() -> Settings:
@@ -82,15 +165,22 @@ def load_settings() -> Settings:
         prefix = check_prefix(data.get("prefix", "neuralreg"), f"{where} field 'prefix'")
     home = Path(os.environ.get("NEURALREG_HOME") or data.get("home") or Path.cwd() / ".neural-reg").expanduser()
     data_dir = Path(os.environ.get("NEURALREG_DATA") or data.get("data_dir") or Path.cwd() / "data").expanduser()
-    port = os.environ.get("DJ_PORT") or db.get("port")
+    if os.environ.get("DJ_PORT"):
+        port = check_port(os.environ["DJ_PORT"], "DJ_PORT")
+    else:
+        port = check_port(db["port"], f"{where}: field 'database.port'") if "port" in db else None
+    host = os.environ.get("DJ_HOST") or db.get("host")
+    if host and ":" in host:
+        check_port(host.rpartition(":")[2], "DJ_HOST" if os.environ.get("DJ_HOST") else f"{where}: field "
+                   "'database.host'")
     password_file = db.get("password_file")
     return Settings(
         prefix=prefix,
         home=home.resolve(),
         data_dir=data_dir.resolve(),
         config_file=config_file,
-        host=os.environ.get("DJ_HOST") or db.get("host"),
-        port=int(port) if port else None,
+        host=host,
+        port=port,
         user=os.environ.get("DJ_USER") or db.get("user"),
         password_file=Path(password_file).expanduser() if password_file else None,
     )

@@ -53,3 +53,120 @@ def test_shared_server_credentials(monkeypatch):
     creds = shared_credentials(load_settings())
     assert (creds.host, creds.port, creds.user) == ("db.lab", 3307, "alice")
     assert "s3cret-pass" not in repr(creds)
+
+
+# ---- a config file with wrong types, unknown keys or a password is refused, naming the key and the fix ---------
+def write_config(tmp_path, data) -> None:
+    (tmp_path / "neural-reg.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("data, field, fix", [
+    ({"prefx": "alice"}, "'prefx'", "did you mean 'prefix'"),
+    ({"database": {"hots": "db.lab"}}, "'database.hots'", "did you mean 'database.host'"),
+    ({"datadir": "/data"}, "'datadir'", "did you mean 'data_dir'"),
+    ({"colour": "red"}, "'colour'", "The fields are 'prefix', 'home', 'data_dir', 'database'"),
+])
+def test_unknown_key_is_refused_not_silently_defaulted(tmp_path, data, field, fix):
+    write_config(tmp_path, data)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert f"unknown field {field}" in message and fix in message and "neural-reg.json" in message
+
+
+@pytest.mark.parametrize("data, field, expected", [
+    ({"prefix": 3}, "'prefix'", "a string"),
+    ({"prefix": ["alice"]}, "'prefix'", "a string"),
+    ({"home": False}, "'home'", "a string"),
+    ({"database": "db.lab"}, "'database'", "an object"),
+    ({"database": {"port": "3306"}}, "'database.port'", "an integer"),
+    ({"database": {"port": True}}, "'database.port'", "an integer"),
+    ({"database": {"host": 3306}}, "'database.host'", "a string"),
+    ({"database": {"user": ""}}, "'database.user'", "empty"),
+])
+def test_wrong_type_is_refused_with_the_key_and_the_fix(tmp_path, data, field, expected):
+    write_config(tmp_path, data)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert field in message and expected in message and "Fix" in message
+
+
+@pytest.mark.parametrize("port", ["0", "70000", "abc"])
+def test_bad_port_is_refused(monkeypatch, tmp_path, port):
+    monkeypatch.setenv("DJ_PORT", port)
+    with pytest.raises(SettingsError, match="DJ_PORT.*1 to 65535"):
+        load_settings()
+    monkeypatch.delenv("DJ_PORT")
+    write_config(tmp_path, {"database": {"host": f"db.lab:{port}"}})
+    with pytest.raises(SettingsError, match="database.host"):
+        load_settings()
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"password": "hunter22"}, "'password'"),
+    ({"database": {"passwd": "hunter22"}}, "'database.passwd'"),
+    ({"database": {"PASS": "hunter22"}}, "'database.PASS'"),
+    ({"database": {"Pwd": "hunter22"}}, "'database.Pwd'"),
+    ({"extra": {"deep": {"DJ_PASS": "hunter22"}}}, "'extra.deep.DJ_PASS'"),
+    ({"workers": [{"rootPassword": "hunter22"}]}, "'workers[0].rootPassword'"),
+])
+def test_password_in_any_key_is_refused_and_never_shown(tmp_path, data, field):
+    write_config(tmp_path, data)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert field in message and "passwords do not belong" in message and "hunter22" not in message
+
+
+def test_password_file_is_allowed_and_read(tmp_path):
+    secret = tmp_path / "pass"
+    secret.write_text("s3cret-pass\n")
+    write_config(tmp_path, {"prefix": "alice", "database": {"host": "db.lab", "port": 3307, "user": "alice",
+                                                             "password_file": str(secret)}})
+    settings = load_settings()
+    assert settings.port == 3307 and settings.password_file == secret
+    creds = shared_credentials(settings)
+    assert (creds.host, creds.port, creds.password) == ("db.lab", 3307, "s3cret-pass")
+    secret.unlink()
+    with pytest.raises(DatabaseError, match="password_file .* cannot be read"):
+        shared_credentials(settings)
+
+
+def test_bad_json_message_does_not_echo_the_text(tmp_path):
+    (tmp_path / "neural-reg.json").write_text('{"prefix": "alice", "database": {"user": hunter22}}')
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "not valid JSON" in str(info.value) and "hunter22" not in str(info.value)
+
+
+def test_check_packet_size_names_the_setting_the_values_and_the_fix():
+    from neural_reg.database import check_packet_size, packet_size_needed
+
+    class FakeConnection:  # a PyMySQL-like connection whose server has MySQL 8's default, 64 MiB
+        def cursor(self):
+            return self
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def execute(self, sql):
+            assert sql == "SELECT @@max_allowed_packet"
+
+        def fetchone(self):
+            return (64 << 20,)
+
+    # PyMySQL sends bytes as X'<hex>': twice the raw size, plus the statement
+    assert 2 * 100 < packet_size_needed(100) < 2 * 100 + (1 << 20)
+    assert check_packet_size(FakeConnection(), 20 << 20, "a 20 MiB block") == 64 << 20
+    with pytest.raises(DatabaseError) as info:
+        check_packet_size(FakeConnection(), 200 << 20, "scan 1-1-1: responses block 0")
+    message = str(info.value)
+    assert "scan 1-1-1: responses block 0" in message and "max_allowed_packet" in message
+    assert "64 MiB" in message and str(packet_size_needed(200 << 20)) in message
+    assert "SET GLOBAL max_allowed_packet=469762048" in message and "--max-allowed-packet=448M" in message
+    with pytest.raises(DatabaseError, match="no server takes more than 1G"):
+        check_packet_size(FakeConnection(), 600 << 20, "a huge block")
