@@ -14,7 +14,10 @@ import shutil
 import datajoint as dj
 import numpy as np
 
+from neural_reg.database import check_packet_size
+from neural_reg.resilience import KeepComputedResult
 from neural_reg.settings import load_settings
+from pipeline import checkpoints
 from pipeline.classifier import config as train_config
 from pipeline.classifier import inference, resnet, tasks
 from pipeline.classifier import train as classifier_train
@@ -22,7 +25,7 @@ from pipeline.errors import ConfigError
 
 from . import codecs  # noqa: F401
 from . import recording, target
-from .paramset import ParamSet, params_hash
+from .paramset import ParamSet
 
 schema = dj.Schema()
 POPULATE_ORDER = ("TrainedClassifier",)
@@ -128,8 +131,7 @@ class Training(dj.Manual):
 
 def checkpoint_dir(key: dict):
     """Where a training run keeps its per-epoch checkpoint: unique per key and per schema prefix."""
-    digest = params_hash({k: str(v) for k, v in key.items()})
-    return load_settings().checkpoint_dir / f"{TrainedClassifier.database}-{digest}"
+    return checkpoints.key_folder(load_settings().checkpoint_dir, TrainedClassifier.database, key)
 
 
 def regularisation_target(target_hash: str) -> dict:
@@ -143,7 +145,7 @@ def regularisation_target(target_hash: str) -> dict:
 
 
 @schema
-class TrainedClassifier(dj.Computed):
+class TrainedClassifier(KeepComputedResult, dj.Computed):
     definition = """
     -> Training
     ---
@@ -185,7 +187,9 @@ class TrainedClassifier(dj.Computed):
         return (result,)
 
     def make_insert(self, key, result):
-        self.insert1(dict(key, state_dict={k: v.numpy() for k, v in result.state_dict.items()},
+        state = {k: v.numpy() for k, v in result.state_dict.items()}
+        check_packet_size(self.connection, sum(v.nbytes for v in state.values()), f"classifier {key}: its weights")
+        self.insert1(dict(key, state_dict=state,
                           test_accuracy=float(result.test_accuracy), curves=result.curves, epochs=result.epochs,
                           pairs_per_step=int(result.pairs_per_step), wall_time=float(result.wall_time),
                           device=str(result.device)))

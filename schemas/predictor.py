@@ -3,14 +3,21 @@
 TrainedPredictor trains with DataJoint's three-part make (fetch, compute, insert), so no transaction stays open
 while a model trains: make_fetch returns the resolved parameters and the scan's stored checksum (a short string
 DataJoint compares again before inserting), make_compute reads the arrays itself. The numbers come from
-pipeline.predictor.
+pipeline.predictor. Training writes a checkpoint per epoch under the project's home (``checkpoint_dir``), so a
+stopped or crashed worker resumes where it was; the folder is removed once the row is inserted.
 """
 
 from __future__ import annotations
 
+import shutil
+
 import datajoint as dj
 import numpy as np
 
+from neural_reg.database import check_packet_size
+from neural_reg.resilience import KeepComputedResult
+from neural_reg.settings import load_settings
+from pipeline import checkpoints
 from pipeline.oracle import similarity as sim
 from pipeline.predictor import config as predictor_config
 from pipeline.predictor import train as predictor_train
@@ -60,8 +67,13 @@ def training_data(key: dict) -> dict:
             "pupil_center": trials["pupil_center"], "tiers": trials["tier"]}
 
 
+def checkpoint_dir(key: dict):
+    """Where a predictor's training keeps its per-epoch checkpoint: unique per key and per schema prefix."""
+    return checkpoints.key_folder(load_settings().checkpoint_dir, TrainedPredictor.database, key)
+
+
 @schema
-class TrainedPredictor(dj.Computed):
+class TrainedPredictor(KeepComputedResult, dj.Computed):
     definition = """
     -> recording.Scan
     -> PredictorConfig
@@ -91,16 +103,19 @@ class TrainedPredictor(dj.Computed):
 
     def make_compute(self, key, params, _checksum):
         return (predictor_train.train_predictor(training_data(key), params, seed=key["predictor_seed"],
-                                                progress=True),)
+                                                progress=True, checkpoint_dir=checkpoint_dir(key)),)
 
     def make_insert(self, key, result):
         unit_ids = (recording.Scan.Unit & key).to_arrays("unit_id", order_by="unit_index")
-        self.insert1(dict(key, state_dict=to_numpy_state(result.state_dict), curves=result.curves,
+        state = to_numpy_state(result.state_dict)
+        check_packet_size(self.connection, sum(v.nbytes for v in state.values()), f"predictor {key}: its weights")
+        self.insert1(dict(key, state_dict=state, curves=result.curves,
                           heldout_tier=result.heldout_tier, mean_correlation=float(result.mean_correlation),
                           best_val_correlation=float(result.best_val_correlation), best_epoch=result.best_epoch,
                           n_epochs=result.n_epochs, wall_time=float(result.wall_time), device=str(result.device)))
         self.Unit.insert(dict(key, unit_id=int(u), correlation=float(v))
                          for u, v in zip(unit_ids, result.correlation))
+        shutil.rmtree(checkpoint_dir(key), ignore_errors=True)  # the row holds the weights now
 
 
 def load_trained(key: dict):

@@ -7,9 +7,13 @@ query and no row grows past what a server's redo log takes; row ``Trial.row`` of
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+
 import datajoint as dj
 import numpy as np
 
+from neural_reg.database import check_packet_size
 from pipeline.digests import array_digest
 from pipeline.recording.scan_data import BEHAVIOR_NAMES, TIERS, RecordingError, ScanData
 
@@ -125,20 +129,17 @@ def ingest_scan(scan: ScanData, key: dict, image_set: str, source_format: str,
 
     Nothing is written if anything is wrong: the scan already exists, the data fail validation, or an image id
     of the image set already holds different pixels. Returns the scan key.
+
+    Concurrent ingests (many workers, one server) are safe: ingests into one image set take turns on a
+    server-wide lock of that set (see :func:`image_set_lock`), so the second sees the first's image set and images
+    committed, adds only the images it lacks and checks the shared ones' pixels; two scans entering one new
+    image set at once both succeed. The loser of a race to ingest the same scan twice gets the "already in the
+    database" error, also when the two went into different image sets (its transaction rolls back whole).
     """
     scan.validate()
     key = scan_key(**key)
-    if Scan & key:
-        raise RecordingError(f"{scan.source}: scan {key} is already in the database. Fix: choose another "
-                             "session/scan index, or delete it first: (recording.Scan & key).delete()")
+    _check_new_scan(scan, key)  # fail fast; checked again under the lock
     height, width = scan.images.shape[1:]
-    existing_set = (ImageSet & {"image_set": image_set}).to_dicts()
-    if existing_set and (existing_set[0]["height"], existing_set[0]["width"]) != (height, width):
-        raise RecordingError(f"{scan.source}: field 'images': {height} x {width} pixels, but image set "
-                             f"'{image_set}' holds {existing_set[0]['height']} x {existing_set[0]['width']}. "
-                             "Fix: ingest it under another --image-set name.")
-    new_images = _images_to_insert(scan, image_set)
-
     # canonical order: rows by trial_idx, columns by unit_id
     rows = np.argsort(scan.trial_idx, kind="stable")
     cols = np.argsort(scan.unit_ids, kind="stable")
@@ -158,21 +159,87 @@ def ingest_scan(scan: ScanData, key: dict, image_set: str, source_format: str,
     blocks = [dict(key, block=b, first_row=start, responses=responses[start:start + block_rows])
               for b, start in enumerate(range(0, responses.shape[0], block_rows))]
 
-    with Scan.connection.transaction:
-        if not existing_set:
-            ImageSet.insert1(dict(image_set=image_set, height=height, width=width,
-                                  description=image_set_description))
-        Image.insert([dict(image_set=image_set, image_id=int(i), pixels=p, provenance=image_provenance)
-                      for i, p in new_images])
-        Animal.insert1(dict(animal_id=key["animal_id"]), skip_duplicates=True)
-        Scan.insert1(dict(key, image_set=image_set, source=str(scan.source)[:1000], source_format=source_format,
-                          n_neurons=scan.n_neurons, n_trials=scan.n_trials,
-                          checksum=scan_checksum(responses, image_ids, tiers, behavior, pupil)))
-        Scan.Unit.insert(units)
-        Trial.insert(trials)
-        for block in blocks:
-            Responses.insert1(block)
+    with image_set_lock(image_set, scan.source):
+        # Under the lock (taken before the transaction, so its snapshot holds whatever an earlier holder
+        # committed), what is read here stays true until the commit: only lock holders write an image set.
+        _check_new_scan(scan, key)
+        existing_set = (ImageSet & {"image_set": image_set}).to_dicts()
+        if existing_set and (existing_set[0]["height"], existing_set[0]["width"]) != (height, width):
+            raise RecordingError(f"{scan.source}: field 'images': {height} x {width} pixels, but image set "
+                                 f"'{image_set}' holds {existing_set[0]['height']} x {existing_set[0]['width']}. "
+                                 "Fix: ingest it under another --image-set name.")
+        new_images = _images_to_insert(scan, image_set)
+        # a server that would refuse a row for its size says so now, naming max_allowed_packet, not mid-transaction
+        check_packet_size(Scan.connection, sum(p.nbytes for _, p in new_images), f"{scan.source}: its new images",
+                          rows=max(1, len(new_images)))
+        check_packet_size(Scan.connection, max(b["responses"].nbytes for b in blocks),
+                          f"{scan.source}: a block of its responses")
+        with Scan.connection.transaction:
+            try:
+                if not existing_set:
+                    ImageSet.insert1(dict(image_set=image_set, height=height, width=width,
+                                          description=image_set_description))
+                Image.insert([dict(image_set=image_set, image_id=int(i), pixels=p, provenance=image_provenance)
+                              for i, p in new_images])
+            except dj.errors.DuplicateError as err:  # only a writer that bypassed ingest_scan gets here
+                raise RecordingError(f"{scan.source}: image set '{image_set}' was changed by a writer outside "
+                                     f"ingest_scan during this ingest ({err.args[0]}). Fix: ingest it again; "
+                                     "nothing of it was written") from err
+            Animal.insert1(dict(animal_id=key["animal_id"]), skip_duplicates=True)
+            try:
+                Scan.insert1(dict(key, image_set=image_set, source=str(scan.source)[:1000],
+                                  source_format=source_format, n_neurons=scan.n_neurons, n_trials=scan.n_trials,
+                                  checksum=scan_checksum(responses, image_ids, tiers, behavior, pupil)))
+            except dj.errors.DuplicateError as err:  # the same scan, ingested at once into another image set
+                raise _already_there(scan, key) from err
+            Scan.Unit.insert(units)
+            Trial.insert(trials)
+            for block in blocks:
+                Responses.insert1(block)
     return key
+
+
+LOCK_TIMEOUT_S = 600  # how long an ingest waits for another one into the same image set (paper size: ~7 s each)
+
+
+@contextlib.contextmanager
+def image_set_lock(image_set: str, source="", timeout: float | None = None):
+    """Hold the server-wide lock of ``image_set`` (in this schema) inside the block: ingests take turns per set.
+
+    timeout: seconds to wait for it (None: LOCK_TIMEOUT_S), then a RecordingError.
+
+    A MySQL/MariaDB user-level lock (GET_LOCK): it needs no privilege, is never part of a deadlock with row
+    locks, and is released when the block ends or the connection drops. Different image sets (and schema
+    prefixes) have different locks.
+    """
+    timeout = LOCK_TIMEOUT_S if timeout is None else timeout
+    connection = ImageSet.connection
+    name = image_set_lock_name(image_set)
+    got = connection.query("SELECT GET_LOCK(%s, %s)", (name, timeout)).fetchone()[0]
+    if got != 1:
+        raise RecordingError(f"{source}: another ingest into image set '{image_set}' was still running after "
+                             f"{timeout:g} s of waiting for it (or the server refused the lock). Fix: let it "
+                             "finish, then ingest again; nothing was written")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # a dropped connection has released it already
+            connection.query("SELECT RELEASE_LOCK(%s)", (name,))
+
+
+def image_set_lock_name(image_set: str) -> str:
+    """The user-level lock's name: per schema and image set, within MySQL's 64 characters."""
+    return f"neuralreg-imageset-{hashlib.md5(f'{ImageSet.database}.{image_set}'.encode()).hexdigest()}"
+
+
+def _already_there(scan: ScanData, key: dict) -> RecordingError:
+    return RecordingError(f"{scan.source}: scan {key} is already in the database. Fix: choose another "
+                          "session/scan index, or delete it first: (recording.Scan & key).delete()")
+
+
+def _check_new_scan(scan: ScanData, key: dict) -> None:
+    if Scan & key:
+        raise _already_there(scan, key)
 
 
 def scan_checksum(responses, image_ids, tiers, behavior, pupil_center) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datajoint as dj
 import numpy as np
 
+from neural_reg.database import check_packet_size
 from pipeline.digests import array_digest
 from pipeline.errors import NeuralRegError
 from pipeline.oracle import similarity as sim
@@ -166,6 +167,7 @@ class Target(dj.Computed):
 
     def make(self, key):
         out = compute_target(TargetConfig.params_of(key))
+        check_packet_size(self.connection, out["similarity"].nbytes, f"target {key['target_hash']}: its matrix")
         self.insert1(dict(key, image_set=out["image_set"], image_ids=out["image_ids"], heldout=out["heldout"],
                           similarity=out["similarity"],
                           checksum=target_checksum(out["image_ids"], out["heldout"], out["similarity"])))

@@ -89,7 +89,8 @@ def test_status_reports_a_failed_key_and_retry_clears_it(populated, tmp_path, mo
         assert status["failed"] == 1 and "cifar-10-python.tar.gz" in status["last_error"]
         assert status["failed_key"]["task"] == "cifar10-gray"
         assert workflow.retry_failed(("TrainedClassifier",)) == 1
-        assert next(r for r in workflow.status(("TrainedClassifier",)))["failed"] == 0
+        status = next(r for r in workflow.status(("TrainedClassifier",)))
+        assert status["failed"] == 0 and status["retrying"] == 1  # back to pending, still shown until it succeeds
     finally:
         (classifier.Training & row).delete(prompt=False)
 
@@ -241,3 +242,17 @@ def test_an_attack_added_later_leaves_old_scores_as_they_were(populated, tiny):
     finally:
         (robustness.AttackSet & {"attack_set_name": "tiny+fmn"}).delete(prompt=False)
         (robustness.AttackConfig & {"attack_name": "tiny-Linf-fmn"}).delete(prompt=False)
+
+
+def test_command_line_status_populate_and_worker(populated, db, monkeypatch, capsys):
+    from neural_reg.cli import main
+
+    monkeypatch.setenv("NEURALREG_PREFIX", db)
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "robustness.RobustnessScore" in out and "oracle.OracleStats" in out
+    assert main(["populate", "OracleStats", "Target"]) == 0
+    assert "OracleStats: 0 computed" in capsys.readouterr().out  # nothing computed twice
+    assert main(["worker", "--once", "--max-calls", "1"]) == 0
+    assert main(["populate", "NoSuchTable"]) == 2
+    assert "unknown table" in capsys.readouterr().err

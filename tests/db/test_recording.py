@@ -143,3 +143,106 @@ def test_cli_ingest_and_status(db, monkeypatch, tmp_path, sim_scan, capsys):
     assert recording.Scan & {"animal_id": "79", "session": 4, "scan_idx": 2}
     assert main(["ingest", "filetree", str(path)]) == 2  # already present: a clear error, exit 2
     assert "already" in capsys.readouterr().err
+
+
+# ---- concurrent ingests: each in its own process, with its own DataJoint connection ---------------------------
+RACE_ROUNDS = 4
+_start_together = None  # a barrier shared by the two worker processes
+
+
+def _race_worker_init(prefix, barrier):
+    global _start_together
+    import schemas
+
+    schemas.activate(prefix)  # a fresh interpreter (spawn): its own connection to the same schemas
+    _start_together = barrier
+
+
+def _race_ingest(scan, key, image_set):
+    """Ingest once both workers are ready; 'ok', or the error's class and message (a raw error fails the test)."""
+    _start_together.wait(timeout=60)
+    try:
+        recording.ingest_scan(scan, key, image_set, "simulator")
+        return "ok"
+    except Exception as err:  # noqa: BLE001  (reported, not hidden: the test checks the class)
+        return f"{type(err).__name__}: {err}"
+
+
+@pytest.fixture(scope="module")
+def race_pool(db):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=ctx, initializer=_race_worker_init,
+                             initargs=(db, ctx.Barrier(2))) as pool:
+        yield lambda *calls: [f.result(timeout=120) for f in [pool.submit(_race_ingest, *c) for c in calls]]
+
+
+@pytest.fixture(scope="module")
+def race_scans():
+    return simulate_scans(n_scans=2, n_neurons=15, n_images=40, n_oracle_images=4, n_repeats=2, seed=3)
+
+
+def _assert_stored(key, scan):
+    assert (recording.Scan & key).fetch1("n_trials") == scan.n_trials
+    assert len(recording.Trial & key) == scan.n_trials and len(recording.Scan.Unit & key) == scan.n_neurons
+    assert recording.load_responses(key).shape == (scan.n_trials, scan.n_neurons)
+
+
+def test_two_scans_into_one_new_image_set_at_once_both_succeed(db, race_pool, race_scans):
+    for r in range(RACE_ROUNDS):
+        image_set = f"race-new-{r}"
+        keys = [{"animal_id": "race", "session": 10 + r, "scan_idx": i} for i in (1, 2)]
+        outcomes = race_pool(*[(scan, key, image_set) for scan, key in zip(race_scans, keys)])
+        assert outcomes == ["ok", "ok"], f"round {r}: {outcomes}"
+        assert len(recording.ImageSet & {"image_set": image_set}) == 1
+        assert len(recording.Image & {"image_set": image_set}) == len(race_scans[0].image_ids)
+        for key, scan in zip(keys, race_scans):
+            _assert_stored(key, scan)
+
+
+def test_same_scan_twice_at_once_one_wins_the_other_is_told(db, race_pool, race_scans):
+    scan = race_scans[0]
+    for r in range(RACE_ROUNDS):
+        key = {"animal_id": "race", "session": 20 + r, "scan_idx": 1}
+        # the same image set (a new one), and, in odd rounds, two different new image sets
+        sets = [f"race-same-{r}"] * 2 if r % 2 == 0 else [f"race-same-{r}-a", f"race-same-{r}-b"]
+        outcomes = race_pool(*[(scan, key, s) for s in sets])
+        assert sorted(o[:6] for o in outcomes) == ["Record", "ok"], f"round {r}: {outcomes}"
+        loser = next(o for o in outcomes if o != "ok")
+        assert loser.startswith("RecordingError") and "already in the database" in loser, loser
+        _assert_stored(key, scan)
+        stored_set = (recording.Scan & key).fetch1("image_set")
+        for s in set(sets) - {stored_set}:  # the loser's image set and images were rolled back with it
+            assert not recording.ImageSet & {"image_set": s} and not recording.Image & {"image_set": s}
+
+
+def test_a_duplicate_scan_at_insert_time_is_the_clear_error_and_rolls_back(db, row_counts, monkeypatch, race_scans):
+    """The path of the loser that passed the 'already there?' check before the winner committed (another set)."""
+    key = {"animal_id": "race", "session": 30, "scan_idx": 1}
+    recording.ingest_scan(race_scans[0], key, "dup-a", "simulator")
+    monkeypatch.setattr(recording, "_check_new_scan", lambda scan, key: None)
+    _expect_rejected(row_counts, lambda: recording.ingest_scan(race_scans[0], key, "dup-b", "simulator"),
+                     "already in the database")
+    assert not recording.ImageSet & {"image_set": "dup-b"}
+
+
+def test_an_ingest_waits_for_the_image_set_lock_and_gives_up_clearly(db, row_counts, monkeypatch, race_scans):
+    import datajoint as dj
+
+    cfg = dj.config
+    other = dj.Connection(cfg["database.host"], cfg["database.user"], cfg["database.password"],
+                          cfg["database.port"])
+    try:
+        name = recording.image_set_lock_name("locked-set")
+        assert other.query("SELECT GET_LOCK(%s, 0)", (name,)).fetchone()[0] == 1  # another ingest holds it
+        monkeypatch.setattr(recording, "LOCK_TIMEOUT_S", 0.5)
+        _expect_rejected(row_counts, lambda: recording.ingest_scan(
+            race_scans[0], {"animal_id": "race", "session": 31, "scan_idx": 1}, "locked-set", "simulator"),
+            "locked-set", "still running")
+        other.query("SELECT RELEASE_LOCK(%s)", (name,))
+        recording.ingest_scan(race_scans[0], {"animal_id": "race", "session": 31, "scan_idx": 1}, "locked-set",
+                              "simulator")
+    finally:
+        other.close()
