@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install server demo test bench db-up db-down clean-db
+.PHONY: install server demo readme test bench db-up db-down clean-db
 
 install: $(STAMP) server
 
@@ -42,6 +42,10 @@ db-down:
 demo: install
 	$(BIN)/neural-reg db up
 	$(BIN)/neural-reg demo
+
+# README's demo table, its reading and figures, from the demo's tables (the demo computes nothing it has)
+readme: demo
+	$(BIN)/python -m neural_reg.readme
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -256,3 +256,12 @@ def test_command_line_status_populate_and_worker(populated, db, monkeypatch, cap
     assert main(["worker", "--once", "--max-calls", "1"]) == 0
     assert main(["populate", "NoSuchTable"]) == 2
     assert "unknown table" in capsys.readouterr().err
+
+
+def test_readme_blocks_come_from_the_tables(populated):
+    from neural_reg.readme import demo_blocks
+
+    blocks = demo_blocks()
+    for label in ("None", "Shuffle", "Pixel", "Neural"):
+        assert label in blocks["demo-table"]
+    assert "Written by `make readme` at " in blocks["demo-reading"] and "n/a" not in blocks["demo-reading"]
