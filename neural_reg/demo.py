@@ -38,7 +38,7 @@ def run(report_dir: str | None = "reports/demo", spec: dict | None = None) -> di
           f"{summary['trainings']} classifiers to train")
     for title, tables in STAGES:
         print(f"== {title}")
-        result = workflow.populate(tables, progress=True, suppress_errors=False)
+        result = workflow.populate(tables, suppress_errors=False)  # bars as neural_reg.logs.progress_enabled() says
         for table, (done, errors) in result.items():
             if done or errors:
                 print(f"   {table}: {done} computed" + (f", {len(errors)} failed" if errors else ""))

@@ -372,40 +372,22 @@ def experiment_sections(outdir: Path, experiment: dict, frames: dict) -> list[di
 
 
 def diagram_section(outdir: Path, schema_modules=None) -> dict:
-    """The DataJoint diagram of every schema as a PNG (needs graphviz's ``dot``; pydot and networkx come with
-    datajoint). Without ``dot``, or if drawing fails, the section says why and how to get it; never raises."""
+    """The DataJoint diagram of every schema as a PNG (:mod:`neural_reg.diagram`; needs graphviz's ``dot``).
+    Without ``dot``, or if drawing fails, the section says why and how to get it; never raises."""
+    from . import diagram as D
+
     title = "Data model: the DataJoint diagram"
     if shutil.which("dot") is None:
-        return {"title": title, "missing": (
-            "Not drawn: graphviz's 'dot' program is not installed (datajoint's Diagram renders through pydot, which "
-            "calls it). Install it (Debian/Ubuntu: apt-get install graphviz; conda: conda install graphviz; macOS: "
-            "brew install graphviz) and build the report again.")}
+        return {"title": title, "missing": f"Not drawn: {D.DOT_MISSING} and build the report again."}
     try:
-        import datajoint as dj
-
         import schemas
 
         modules = schema_modules if schema_modules is not None else schemas.modules()
-        context = {module.__name__.split(".")[-1]: module for module in modules}  # names 'oracle.OracleStats'
-        diagram = None
-        for module in modules:
-            d = dj.Diagram(module.schema, context=context)
-            diagram = d if diagram is None else diagram + d
-        display = diagram._connection._config.display
-        direction, display.diagram_direction = display.diagram_direction, "TB"  # fits the page's width
-        try:
-            png = diagram.make_dot().create_png()
-        finally:
-            display.diagram_direction = direction
-        path = Path(outdir) / "datajoint_diagram.png"
-        path.write_bytes(png)
+        path = D.write(Path(outdir) / "datajoint_diagram.png", modules, direction="TB")  # TB fits the page's width
     except Exception as err:  # a broken graphviz install must not cost the report
         return {"title": title, "missing": f"Not drawn: rendering the diagram failed ({type(err).__name__}: {err})."}
     names = ", ".join(m.schema.database for m in modules)
-    return {"title": title, "images": [(path, f"dj.Diagram of the schemas {names}: tables (green boxes manual, "
-                                               "grey lookup, red ellipses computed, small boxes part tables) and "
-                                               "their foreign keys (solid: in the child's primary key, bold: all of it, dashed: "
-                                               "a secondary attribute), grouped by schema, upstream at the top.")]}
+    return {"title": title, "images": [(path, f"dj.Diagram of the schemas {names}: {D.CAPTION}")]}
 
 
 def build_report(outdir) -> Path:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from pipeline.errors import NeuralRegError
 
+import contextlib
 import logging
 import re
 import signal
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import jobs as joblib
+from . import logs
 from .resilience import Backoff, StopSignals, WorkerStopped, describe, forget, is_connection_error, reconnect
 
 from pipeline.recording.scan_data import RecordingError
@@ -222,7 +224,7 @@ class _Worker:
 
     def run_key(self, target, jobs, key: dict) -> str:
         """Reserve, make and settle one key: 'computed', 'failed', 'skipped' (taken or done) or 'lost'."""
-        name = f"{joblib.table_name(target)} {key}"
+        name = f"{joblib.table_name(target)} {logs.format_key(key)}"
         tried = []
 
         def reserve():  # a retry after a lost answer: the first UPDATE may have reserved it for us
@@ -249,7 +251,7 @@ class _Worker:
                     self.heartbeat.drop()  # before the row goes: a late beat must not take it for a lost key
                     self.call(f"{name}: recording it done", lambda: self._settle_done(jobs, key, time.time() - started))
                     if status is True:
-                        log.info("%s: computed in %.1f s", name, time.time() - started)
+                        logs.log_populated(log, joblib.table_name(target), key, time.time() - started)
                         return "computed"
                     return "skipped"
                 if is_connection_error(error):
@@ -353,7 +355,7 @@ def work(names=(), *, tables=None, once: bool = False, sleep: float = 60.0, max_
         return worker.result
 
 
-def populate(names=(), reserve_jobs=False, max_calls=None, progress=True, suppress_errors=None, tables=None,
+def populate(names=(), reserve_jobs=False, max_calls=None, progress=None, suppress_errors=None, tables=None,
              max_backoff: float = 30.0, stale_after: float = joblib.DEFAULT_STALE_AFTER,
              heartbeat: float = joblib.DEFAULT_HEARTBEAT) -> dict:
     """Populate the chosen tables (all by default) in dependency order; return {table: (done now, errors)}.
@@ -363,6 +365,8 @@ def populate(names=(), reserve_jobs=False, max_calls=None, progress=True, suppre
     False), and a stop signal hands the key in progress back and raises WorkerStopped.
     Without it, DataJoint's plain populate (errors raised unless suppress_errors); a lost connection is waited
     out and the table populated again, and job rows of keys it computed are removed.
+    Each key computed or failed is logged, one line (:mod:`neural_reg.logs`); ``progress`` None: DataJoint's
+    progress bar as :func:`neural_reg.logs.progress_enabled` says (on a terminal only).
     """
     if reserve_jobs:
         result = work(names, tables=tables, once=True, max_calls=max_calls, raise_errors=suppress_errors is False,
@@ -372,10 +376,43 @@ def populate(names=(), reserve_jobs=False, max_calls=None, progress=True, suppre
         return {joblib.table_name(t).split(".")[-1]: result.summary().get(joblib.table_name(t), (0, []))
                 for t in select_tables(names, tables)}
     suppress = bool(suppress_errors)
+    progress = logs.progress_enabled() if progress is None else progress
     summary = {}
     for table in select_tables(names, tables):
         summary[table.__name__] = _populate_plain(table, max_calls, progress, suppress, max_backoff=max_backoff)
     return summary
+
+
+@contextlib.contextmanager
+def _logging_keys(table):
+    """Inside the block, every key DataJoint's plain populate of ``table`` computes or fails is logged, one line
+    with its duration (its per-key step, ``_populate1`` in DataJoint 2.3.5, wrapped on the class for the block)."""
+    own = "_populate1" in vars(table)
+    inner = vars(table)["_populate1"] if own else None
+    step = getattr(table, "_populate1")
+    name = joblib.table_name(table)
+
+    def populate1(self, key, *args, **kwargs):
+        started = time.time()
+        try:
+            status = step(self, key, *args, **kwargs)
+        except Exception as err:
+            logs.log_failed(log, name, key, time.time() - started, err)
+            raise
+        if status is True:
+            logs.log_populated(log, name, key, time.time() - started)
+        elif isinstance(status, tuple):
+            logs.log_failed(log, name, key, time.time() - started, status[1])
+        return status
+
+    table._populate1 = populate1
+    try:
+        yield
+    finally:
+        if own:
+            table._populate1 = inner
+        else:
+            del table._populate1
 
 
 def _populate_plain(table, max_calls, progress, suppress, max_backoff: float = 30.0) -> tuple[int, list]:
@@ -387,8 +424,9 @@ def _populate_plain(table, max_calls, progress, suppress, max_backoff: float = 3
     try:
         while True:
             try:
-                result = table.populate(max_calls=max_calls, display_progress=progress, suppress_errors=suppress,
-                                        return_exception_objects=True)
+                with _logging_keys(table):
+                        result = table.populate(max_calls=max_calls, display_progress=progress,
+                                            suppress_errors=suppress, return_exception_objects=True)
             except Exception as err:  # noqa: BLE001
                 if not is_connection_error(err):
                     raise

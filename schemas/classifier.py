@@ -15,6 +15,7 @@ import datajoint as dj
 import numpy as np
 
 from neural_reg.database import check_packet_size
+from neural_reg.logs import progress_enabled
 from neural_reg.resilience import KeepComputedResult
 from neural_reg.settings import load_settings
 from pipeline import checkpoints
@@ -183,7 +184,7 @@ class TrainedClassifier(KeepComputedResult, dj.Computed):
         result = classifier_train.train_classifier(
             task, key["arch"], train, regulariser=regulariser if target_hash else None,
             target=regularisation_target(target_hash) if target_hash else None, seed=key["classifier_seed"],
-            checkpoint_dir=checkpoint_dir(key), progress=True)
+            checkpoint_dir=checkpoint_dir(key), progress=progress_enabled())
         return (result,)
 
     def make_insert(self, key, result):

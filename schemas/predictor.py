@@ -15,6 +15,7 @@ import datajoint as dj
 import numpy as np
 
 from neural_reg.database import check_packet_size
+from neural_reg.logs import progress_enabled
 from neural_reg.resilience import KeepComputedResult
 from neural_reg.settings import load_settings
 from pipeline import checkpoints
@@ -103,7 +104,7 @@ class TrainedPredictor(KeepComputedResult, dj.Computed):
 
     def make_compute(self, key, params, _checksum):
         return (predictor_train.train_predictor(training_data(key), params, seed=key["predictor_seed"],
-                                                progress=True, checkpoint_dir=checkpoint_dir(key)),)
+                                                progress=progress_enabled(), checkpoint_dir=checkpoint_dir(key)),)
 
     def make_insert(self, key, result):
         unit_ids = (recording.Scan.Unit & key).to_arrays("unit_id", order_by="unit_index")

@@ -233,8 +233,10 @@ def image_set_lock_name(image_set: str) -> str:
 
 
 def _already_there(scan: ScanData, key: dict) -> RecordingError:
+    pairs = " ".join(f"{k}={v}" for k, v in key.items())
     return RecordingError(f"{scan.source}: scan {key} is already in the database. Fix: choose another "
-                          "session/scan index, or delete it first: (recording.Scan & key).delete()")
+                          f"session/scan index, or delete it first: neural-reg delete scan {pairs} (it lists what "
+                          "goes with it and asks; a scan in a scan group needs --part-integrity cascade)")
 
 
 def _check_new_scan(scan: ScanData, key: dict) -> None:
