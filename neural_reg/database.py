@@ -91,18 +91,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine is alive (a zombie, e.g. a child of ours not yet reaped, counts as dead)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # a zombie child of ours counts as dead
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.split(")")[-1].split()[0] != "Z"
-    except OSError:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
         return True
 
 
@@ -157,7 +158,7 @@ class PrivateServer:
 
     def is_running(self) -> bool:
         pid = self.pid()
-        return pid is not None and _pid_alive(pid)
+        return pid is not None and pid_alive(pid)
 
     def _stored(self) -> dict:
         try:
@@ -233,12 +234,12 @@ class PrivateServer:
     def down(self, timeout: float = 60.0) -> bool:
         """Stop the server; return whether one was running."""
         pid = self.pid()
-        if pid is None or not _pid_alive(pid):
+        if pid is None or not pid_alive(pid):
             self.pidfile.unlink(missing_ok=True)
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _pid_alive(pid):
+        while pid_alive(pid):
             if time.monotonic() > deadline:
                 raise DatabaseError(f"the private server (pid {pid}) did not stop within {timeout:.0f} s; "
                                     f"see {self.log}")

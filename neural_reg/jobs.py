@@ -28,7 +28,8 @@ import logging
 import os
 import platform
 import threading
-from pathlib import Path
+
+from .database import pid_alive
 
 log = logging.getLogger("neural_reg.worker")
 
@@ -54,22 +55,6 @@ def job_table(table, declare: bool = False):
             return None
         jobs.declare()
     return jobs
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this machine is alive (a zombie counts as dead)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _q(jobs, name: str) -> str:

@@ -482,42 +482,29 @@ def retry_failed(names=(), tables=None) -> int:
     They count as 'retrying' in `status` until they succeed (their job row is then deleted) or fail again
     (they count as failed again, with the new error). Workers pick them up; so does populate --retry-failed.
     """
-    count = 0
-    for table in select_tables(names, tables):
-        jobs = joblib.job_table(table)
-        if jobs is not None:
-            count += joblib.retry(jobs)
-    return count
+    return sum(joblib.retry(jobs) for _, jobs in _job_tables(names, tables))
 
 
 def jobs_list(names=(), tables=None, statuses=None) -> list[dict]:
     """Every job row of the chosen tables: table, key, status, age (s), host, pid, alive, error message."""
-    out = []
-    for table in select_tables(names, tables):
-        jobs = joblib.job_table(table)
-        if jobs is None:
-            continue
-        for row in joblib.rows(jobs):
-            if statuses is None or row["status"] in statuses:
-                out.append({"table": joblib.table_name(table), **row})
-    return out
+    return [{"table": joblib.table_name(table), **row} for table, jobs in _job_tables(names, tables)
+            for row in joblib.rows(jobs) if statuses is None or row["status"] in statuses]
 
 
 def jobs_refresh(names=(), tables=None, stale_after: float = joblib.DEFAULT_STALE_AFTER) -> list[dict]:
     """Reclaim stale reservations of the chosen tables (see neural_reg.jobs); return those reclaimed."""
-    out = []
-    for table in select_tables(names, tables):
-        jobs = joblib.job_table(table)
-        if jobs is not None:
-            out += [{"table": joblib.table_name(table), **r} for r in joblib.reclaim(jobs, stale_after=stale_after)]
-    return out
+    return [{"table": joblib.table_name(table), **r} for table, jobs in _job_tables(names, tables)
+            for r in joblib.reclaim(jobs, stale_after=stale_after)]
 
 
 def jobs_clear(names=(), tables=None) -> int:
     """Delete the error rows of the chosen tables; return how many."""
-    count = 0
+    return sum(joblib.clear(jobs) for _, jobs in _job_tables(names, tables))
+
+
+def _job_tables(names=(), tables=None):
+    """(table, its job table) for the chosen tables whose job table is declared (none is created here)."""
     for table in select_tables(names, tables):
         jobs = joblib.job_table(table)
         if jobs is not None:
-            count += joblib.clear(jobs)
-    return count
+            yield table, jobs
