@@ -23,6 +23,7 @@ __all__ = [
     "robust_accuracy",
     "robustbench_accuracy",
     "join_results",
+    "masking_check",
     "minimal_over_attacks",
 ]
 
@@ -86,15 +87,18 @@ def robustbench_accuracy(d: Any, norm: str) -> float:
     return robust_accuracy(d, ROBUSTBENCH_EPSILONS[norm])
 
 
-def join_results(results: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+def join_results(results: Sequence[Any], subsets: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Align attack results on the same samples.
 
     Args:
         results: AttackResult-like objects (``indices`` (n,), ``distances`` (n,), ``norm``), one norm.
+        subsets: also accept results on a subset of the samples of the largest one (an expensive check, e.g.
+            a gradient-free attack, run on fewer samples with the same seed: ``samples.select_samples`` nests
+            them); such a result is +inf on the samples it did not attack.
     Returns:
         (indices (n,) sorted, distances (n_attacks, n)) with every row in the order of ``indices``.
     Raises:
-        RobustnessInputError if the results differ in norm or in their sets of samples.
+        RobustnessInputError if the results differ in norm or in their sets of samples (beyond subsets).
     """
     results = list(results)
     if not results:
@@ -102,7 +106,8 @@ def join_results(results: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     norms = {r.norm for r in results}
     if len(norms) > 1:
         raise RobustnessInputError(f"results: mix norms {sorted(norms)}; join the results of one norm at a time")
-    ref = np.sort(np.asarray(results[0].indices))
+    first = 0 if not subsets else int(np.argmax([len(np.asarray(r.indices)) for r in results]))
+    ref = np.sort(np.asarray(results[first].indices))
     rows = []
     for k, r in enumerate(results):
         idx = np.asarray(r.indices)
@@ -110,16 +115,51 @@ def join_results(results: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         if idx.shape != d.shape or len(np.unique(idx)) != len(idx):
             raise RobustnessInputError(f"results[{k}]: indices must be unique and match distances in length")
         order = np.argsort(idx)
-        if not np.array_equal(idx[order], ref):
-            raise RobustnessInputError(
-                f"results[{k}]: attacked other samples than results[0] ({len(idx)} vs {len(ref)} samples, "
-                f"{len(np.setxor1d(idx, ref))} differ); run every attack with the same n_samples and seed"
-            )
-        rows.append(d[order])
+        if np.array_equal(idx[order], ref):
+            rows.append(d[order])
+            continue
+        if subsets and np.isin(idx, ref).all():
+            row = np.full(len(ref), np.inf)
+            row[np.searchsorted(ref, idx)] = d
+            rows.append(row)
+            continue
+        raise RobustnessInputError(
+            f"results[{k}]: attacked other samples than results[{first}] ({len(idx)} vs {len(ref)} samples, "
+            f"{len(np.setdiff1d(idx, ref))} not among them); run every attack with the same n_samples and seed"
+            + (" (or a smaller n_samples with the same seed, for a subset)" if subsets else "")
+        )
     return ref, np.stack(rows)
 
 
 def minimal_over_attacks(results: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(indices (n,), per-sample minimal distance (n,)) over the attacks of one norm."""
-    idx, d = join_results(results)
+    """(indices (n,), per-sample minimal distance (n,)) over the attacks of one norm.
+
+    The samples are those of the result with the most; a result on a subset of them (same seed, smaller
+    n_samples: an expensive check such as a gradient-free attack) takes part on its samples only.
+    """
+    idx, d = join_results(results, subsets=True)
     return idx, combine_minimal(d)
+
+
+def masking_check(gradient_results: Sequence[Any], free_results: Sequence[Any], rtol: float = 0.005
+                  ) -> dict[str, float]:
+    """How often gradient-free attacks beat the gradient attacks: the gradient-masking check.
+
+    Args:
+        gradient_results, free_results: AttackResult-like objects of one norm; the free ones (Square,
+            HopSkipJump) may cover a subset of the gradient ones' samples.
+        rtol: a free attack "beats" on a sample when its distance is below (1 - rtol) * the gradient minimum.
+    Returns:
+        {'n': samples both attacked (and the model classifies correctly), 'beaten': share of them where the free
+        attacks found a smaller perturbation, 'median_ratio': median free / gradient distance}. A share of more
+        than a few percent means the gradient attacks' scores overstate robustness (masked gradients).
+    """
+    idx_g, g = minimal_over_attacks(gradient_results)
+    idx_f, f = minimal_over_attacks(free_results)
+    common, ig, jf = np.intersect1d(idx_g, idx_f, return_indices=True)
+    g, f = g[ig], f[jf]
+    keep = (g > 0) & np.isfinite(g)
+    g, f = g[keep], f[keep]
+    if len(g) == 0:
+        return {"n": 0, "beaten": 0.0, "median_ratio": float("nan")}
+    return {"n": int(len(g)), "beaten": float(np.mean(f < (1 - rtol) * g)), "median_ratio": float(np.median(f / g))}

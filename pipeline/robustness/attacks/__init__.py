@@ -4,8 +4,11 @@ Images are grayscale float32 (N, 1, H, W) in [0, 1]; a model maps them to logits
 
 One job per module: ``config`` resolves an attack configuration (its keys are documented there), ``presets``
 holds ready-made ones, ``registry`` the attacks (one per norm and name; kinds in ``base``, ``pgd``,
-``brendel_bethge``), ``verify`` re-checks candidates, ``counting`` counts queries, ``sweep`` runs a
-configuration's sweep on given samples. The caller selects the samples (``pipeline.robustness.samples``).
+``brendel_bethge``), ``apgd`` and ``square`` the fixed-epsilon attacks written here, ``search`` the per-sample
+epsilon search that makes them minimal (started below an upper bound), ``fixed`` what such an attack hands the
+search (its best iterates), ``verify`` re-checks candidates, ``counting`` counts queries, ``sweep`` runs a
+configuration's sweep on given samples, ``check`` is an independent check of reported minima. The caller
+selects the samples (``pipeline.robustness.samples``).
 """
 
 from .config import resolve_attack_config

@@ -3,8 +3,10 @@
 An attack is one Foolbox attack class used in one norm. It knows its name, its norm, its Foolbox class, the
 hyper-parameters a sweep may set (the class's constructor arguments) and the configuration keys of its kind
 (``options``); ``run`` turns a batch into candidate adversarials, in one call, as a Foolbox attack does. Kinds:
-``MinimizationAttack`` (here), ``pgd.EpsilonSearchAttack`` (fixed-epsilon PGD made minimal by a per-sample
-epsilon search) and ``brendel_bethge.BrendelBethgeAttack`` (started from adversarial points);
+``MinimizationAttack`` (here), ``pgd.EpsilonSearchAttack`` (a fixed-epsilon attack, Foolbox's PGD or this
+package's APGD and Square, made minimal by the per-sample epsilon search of ``search``) and
+``brendel_bethge.BrendelBethgeAttack`` (started from adversarial points); the "Foolbox class" of an attack
+written here (``apgd.APGD``, ``square.SquareLinf``) is that class, with the same constructor conventions;
 ``registry.REGISTRY`` holds one instance per (norm, name).
 """
 
@@ -33,8 +35,10 @@ class Attack:
 
     options: dict[str, Any] = {}  # the kind's own configuration keys and their defaults
 
-    def __init__(self, name: str, norm: str, foolbox_class: type):
+    def __init__(self, name: str, norm: str, foolbox_class: type, fixed: dict | None = None):
+        # fixed: constructor arguments this attack always passes (e.g. HopSkipJump's constraint), not swept
         self.name, self.norm, self.foolbox_class = name, norm, foolbox_class
+        self.fixed = dict(fixed or {})
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.norm!r}, {self.foolbox_class.__name__})"
@@ -42,7 +46,8 @@ class Attack:
     def hyper_parameters(self) -> dict[str, inspect.Parameter]:
         """{name: parameter} of the Foolbox class's constructor arguments a sweep may set."""
         params = inspect.signature(self.foolbox_class.__init__).parameters
-        return {k: p for k, p in params.items() if k not in ("self", "args", "kwargs") and k not in RESERVED}
+        return {k: p for k, p in params.items()
+                if k not in ("self", "args", "kwargs") and k not in RESERVED and k not in self.fixed}
 
     def resolve_sweep(self, sweep: Any) -> dict[str, list]:
         """{hyper-parameter: non-empty list of values} checked against the Foolbox class, values as plain types.
@@ -71,8 +76,9 @@ class Attack:
         """This kind's ``options`` read from ``config``, checked, defaults filled in (plain types)."""
         return {}
 
-    def warm_up(self) -> float:
-        """Pay any one-off compile before an attack is timed; seconds it took in this process (0: nothing to do)."""
+    def warm_up(self, config: dict | None = None) -> float:
+        """Pay any one-off compile before an attack (of resolved ``config``) is timed; seconds it took in this
+        process (0: nothing to do)."""
         return 0.0
 
     def run(self, params: dict, config: dict, fmodel: Any, counter: QueryCounter, x0: torch.Tensor,
@@ -89,11 +95,14 @@ class Attack:
 
 
 class MinimizationAttack(Attack):
-    """A Foolbox minimisation attack (DDN, FMN, C&W, EAD): run as it is, one call per batch."""
+    """A Foolbox minimisation attack (DDN, FMN, C&W, EAD, HopSkipJump): run as it is, one call per batch.
+
+    Foolbox's DDN, FMN, C&W and EAD keep their best (smallest adversarial) iterate themselves.
+    """
 
     def run(self, params: dict, config: dict, fmodel: Any, counter: QueryCounter, x0: torch.Tensor,
             y: torch.Tensor, cache: dict) -> torch.Tensor:
-        return self.foolbox_class(**params).run(fmodel, x0, y)
+        return self.foolbox_class(**params, **self.fixed).run(fmodel, x0, y)
 
 
 def _plain_value(value: Any, parameter: inspect.Parameter, what: str) -> Any:

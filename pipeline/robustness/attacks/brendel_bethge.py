@@ -24,6 +24,7 @@ import torch
 from pipeline.checks import positive_int
 
 from ..errors import RobustnessConfigError
+from ..norms import perturbation_norm
 from .base import Attack
 from .counting import QueryCounter
 from .verify import verify
@@ -90,7 +91,7 @@ class BrendelBethgeAttack(Attack):
                              error=RobustnessConfigError)
         return {"init": [str(i) for i in init], "init_steps": steps}
 
-    def warm_up(self) -> float:
+    def warm_up(self, config: dict | None = None) -> float:
         """Compile the numba trust-region solver of this norm's class, once per process (15-30 s on CPU).
 
         Runs the class on a tiny linear problem so that the cost is paid here, not inside a timed attack.
@@ -115,8 +116,9 @@ class BrendelBethgeAttack(Attack):
 
     def run(self, params: dict, config: dict, fmodel: Any, counter: QueryCounter, x0: torch.Tensor,
             y: torch.Tensor, cache: dict) -> torch.Tensor:
-        # the starting points are computed once per (batch, repeat) and reused by every setting of the sweep
-        # (their queries are counted in the first setting that needed them)
+        # the starting points are computed once per (batch, repeat) (their queries are counted in the first
+        # setting that needed them); each setting of the sweep refines from the best verified point found so
+        # far (the init's, or an earlier setting's), so a sweep never walks back from a better point
         if "starts" not in cache:
             cache["starts"] = _verified_starts(fmodel, counter, x0, y, config)
         start, found = cache["starts"]
@@ -132,4 +134,11 @@ class BrendelBethgeAttack(Attack):
                 warnings.simplefilter("ignore")  # foolbox's compile notice (compiled in warm_up already)
                 out[rt] = self.foolbox_class(**{**params, "lr": lr / rows.size}).run(
                     fmodel, x0[rt], y[rt], starting_points=start[rt])
+            adv, dist, ok = verify(counter, x0[rt], y[rt], out[rt], self.norm, config["margin"])
+            before = perturbation_norm((start[rt].double() - x0[rt].double()).cpu().numpy(), self.norm)
+            better = torch.from_numpy(ok & (dist < before)).to(x0.device)
+            start = start.clone()
+            start[rt[better]] = adv[better]
+            cache["starts"] = (start, found)
+            out[rt] = start[rt]  # the best verified point so far: the refined one, or the start it came from
         return out

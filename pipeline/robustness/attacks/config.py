@@ -1,8 +1,9 @@
 """Resolution of an attack configuration: checked, every default filled in, plain JSON types, when it is entered.
 
 Configuration (``attack_config``, a plain dict a DataJoint paramset can hold):
-    attack      'bb' | 'ddn' | 'fmn' | 'cw' | 'ead' | 'pgd' | 'adam_pgd' (``registry.available_attacks()`` lists
-                which exist for which norm)
+    attack      'bb' | 'ddn' | 'fmn' | 'cw' | 'ead' | 'pgd' | 'adam_pgd' | 'apgd' | 'square' | 'hsj'
+                (``registry.available_attacks()`` lists which exist for which norm; 'apgd' and 'square' are
+                written here, see ``apgd`` and ``square``; 'square' and 'hsj' are the gradient-free checks)
     norm        'L2' | 'Linf' | 'L1' | 'L0'
     sweep       {constructor argument of the Foolbox attack: list of values}; every combination is one
                 setting (e.g. {'steps': [10, 30], 'rel_stepsize': [0.1, 0.3]} gives 4 settings); default {}
@@ -13,7 +14,10 @@ Configuration (``attack_config``, a plain dict a DataJoint paramset can hold):
     seed        picks the samples (caller) and seeds the attacks' randomness, default 0
     margin      how clearly a candidate must be misclassified to count: best other logit - true logit >
                 margin * max(1, max |logit|), default 1e-4 (see ``verify.verify``)
-    search      (pgd, adam_pgd only) the per-sample epsilon search, see ``pgd``
+    search      (pgd, adam_pgd, apgd, square) the per-sample epsilon search, see ``search``: its upper-bound
+                attack (computed inside the same run, so no Adversarial row depends on another), bracket
+                tolerance, ray search, warm starts and confirmations; Foolbox PGD's stored configurations keep
+                their meaning (an absent key = the original plain bisection)
     init, init_steps  (bb only) the attacks giving Brendel-Bethge its starting points, see ``brendel_bethge``
 """
 
@@ -46,7 +50,8 @@ def _option_owners() -> dict[str, list[str]]:
 def resolve_attack_config(params: Mapping) -> dict:
     """The complete, checked attack configuration (see the module docstring), as a new dict.
 
-    Every default is filled in (except the search's optional eps_max, whose absence means the box's diameter),
+    Every default is filled in (except the search's optional keys, see ``search``: absent, they mean the original
+    plain bisection, e.g. no eps_max = the box's diameter, so stored configurations keep their hash),
     values are plain Python types (int, float, str, list, dict), and resolving a resolved configuration returns
     it unchanged. Raises RobustnessConfigError (a ``pipeline.errors.ConfigError``) naming the field and the fix.
     """

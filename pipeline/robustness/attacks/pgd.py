@@ -1,30 +1,40 @@
-"""PGD made a minimisation attack: Foolbox's PGD with one epsilon per sample, and the per-sample epsilon search.
+"""Fixed-epsilon attacks made minimal by the per-sample epsilon search (``search``): Foolbox's PGD, APGD, Square.
 
-Foolbox's PGD is a fixed-epsilon attack with one scalar epsilon per call; the search here bisects a radius per
-sample, so each sample's PGD runs at its own epsilon. Epsilon enters PGD in three places: the step size
-(rel_stepsize * epsilon, which already broadcasts), the random start and the projection; the classes below
-override the last two by the same formulas written to broadcast over samples.
+Foolbox's PGD is a fixed-epsilon attack with one scalar epsilon per call; the search gives each sample its own
+radius. Epsilon enters PGD in three places: the step size (rel_stepsize * epsilon, which already broadcasts),
+the random start and the projection; the classes below override the last two by the same formulas written to
+broadcast over samples. They also keep the best iterate: Foolbox's PGD returns only its last iterate, so an
+adversarial reached mid-run (and lost by a later step) would be lost; here every iterate whose logits the loss
+computes anyway is judged as ``verify`` judges it (``fixed.Tracker``), plus the last one (one forward pass).
 
-Configuration key of this kind (``search``): {'eps_min': 1e-4, 'steps': 10, optional 'eps_max'}, a geometric
-bisection in [eps_min, eps_max]; no eps_max = the diameter of the [0, 1] box in the norm (1 for Linf,
-sqrt(pixels) for L2), so the first PGD run is unbounded.
+A setting that cannot cross the epsilon ball is rejected when the configuration is resolved (not warned
+about, so that it fails at entry, not in a worker): PGD moves at most steps * rel_stepsize * eps from its
+start, and from a random start a pixel may have to travel 2 * eps to reach the ball's other edge, so
+steps * rel_stepsize < 2 is refused. (Four of the fifteen settings of the old 'paper' Linf sweep were such.)
+
+Configuration keys of this kind: ``search`` (see ``search``; this kind's defaults are in its
+``search_defaults``: for Foolbox's PGD only {'eps_min': 1e-4, 'steps': 10}, the original plain bisection
+from an unbounded first run, so stored configurations keep their hash; APGD and Square also fill in an upper
+bound attack, rtol 0.01, a ray search, warm starts and the secant rule).
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import eagerpy as ep
 import foolbox.attacks as fa
 import numpy as np
 import torch
-
-from pipeline.checks import check_keys, is_int, is_number
+from foolbox.attacks.gradient_descent_base import L2BaseGradientDescent
 
 from ..errors import RobustnessConfigError
+from ..norms import perturbation_norm
 from .base import Attack
 from .counting import QueryCounter
-from .verify import verify
+from .fixed import FixedRun, Tracker, per_sample, project
+from .search import epsilon_search, resolve_search, upper_bound
 
 __all__ = [
     "LinfPGDPerSample",
@@ -32,15 +42,25 @@ __all__ = [
     "L2PGDPerSample",
     "L2AdamPGDPerSample",
     "SEARCH_DEFAULTS",
+    "MIN_TRAVEL",
     "epsilon_search",
     "EpsilonSearchAttack",
 ]
 
-SEARCH_DEFAULTS = {"eps_min": 1e-4, "steps": 10}  # and optional eps_max
+SEARCH_DEFAULTS = {"eps_min": 1e-4, "steps": 10}  # Foolbox PGD's; optional keys: see ``search``
+MIN_TRAVEL = 2.0  # steps * rel_stepsize (in units of epsilon) a PGD setting must reach
 
 
 def _linf_random_start(self: Any, x0: ep.Tensor, epsilon: Any) -> ep.Tensor:
+    if getattr(self, "_start", None) is not None:
+        return ep.astensor(project(self._start, x0.raw, self._eps, "Linf"))
     return x0 + epsilon * ep.uniform(x0, x0.shape, -1.0, 1.0)
+
+
+def _l2_random_start(self: Any, x0: ep.Tensor, epsilon: Any) -> ep.Tensor:
+    if getattr(self, "_start", None) is not None:
+        return ep.astensor(project(self._start, x0.raw, self._eps, "L2"))
+    return L2BaseGradientDescent.get_random_start(self, x0, epsilon)  # x0 + epsilon * r broadcasts
 
 
 def _linf_project(self: Any, x: ep.Tensor, x0: ep.Tensor, epsilon: Any) -> ep.Tensor:
@@ -54,94 +74,154 @@ def _l2_project(self: Any, x: ep.Tensor, x0: ep.Tensor, epsilon: Any) -> ep.Tens
     return x0 + d * factor
 
 
-class LinfPGDPerSample(fa.LinfProjectedGradientDescentAttack):
+class _Tracked:
+    """Foolbox PGD that records its iterates (``run_fixed``) and may start from a given point."""
+
+    uses_fmodel = True  # run_fixed takes the Foolbox model
+    _tracker: Tracker | None = None
+    _start: torch.Tensor | None = None
+
+    def get_loss_fn(self, model: Any, labels: ep.Tensor):
+        def loss_fn(inputs: ep.Tensor) -> ep.Tensor:
+            logits = model(inputs)
+            if self._tracker is not None:
+                self._tracker.see(inputs.raw, logits.raw)
+            return ep.crossentropy(logits, labels).sum()
+        return loss_fn
+
+    def run_fixed(self, fmodel: Any, x0: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, norm: str,
+                  margin: float, start: torch.Tensor | None = None) -> FixedRun:
+        self._tracker, self._start, self._eps = Tracker(x0, y, norm, margin), start, eps
+        try:
+            last = self.run(fmodel, x0, y, epsilon=ep.astensor(per_sample(eps, x0)))
+            with torch.no_grad():
+                self._tracker.see(last, fmodel(last))
+            return self._tracker.result()
+        finally:
+            self._tracker, self._start = None, None
+
+
+class LinfPGDPerSample(_Tracked, fa.LinfProjectedGradientDescentAttack):
     """Linf PGD accepting ``epsilon`` as a (N, 1, 1, 1) tensor, one radius per sample."""
 
     get_random_start = _linf_random_start
     project = _linf_project
 
 
-class LinfAdamPGDPerSample(fa.LinfAdamProjectedGradientDescentAttack):
+class LinfAdamPGDPerSample(_Tracked, fa.LinfAdamProjectedGradientDescentAttack):
     """Linf Adam-PGD accepting ``epsilon`` as a (N, 1, 1, 1) tensor, one radius per sample."""
 
     get_random_start = _linf_random_start
     project = _linf_project
 
 
-class L2PGDPerSample(fa.L2ProjectedGradientDescentAttack):
+class L2PGDPerSample(_Tracked, fa.L2ProjectedGradientDescentAttack):
     """L2 PGD accepting ``epsilon`` as a (N, 1, 1, 1) tensor (its random start x0 + epsilon * r broadcasts)."""
 
+    get_random_start = _l2_random_start
     project = _l2_project
 
 
-class L2AdamPGDPerSample(fa.L2AdamProjectedGradientDescentAttack):
+class L2AdamPGDPerSample(_Tracked, fa.L2AdamProjectedGradientDescentAttack):
     """L2 Adam-PGD accepting ``epsilon`` as a (N, 1, 1, 1) tensor."""
 
+    get_random_start = _l2_random_start
     project = _l2_project
-
-
-def epsilon_search(attack: Any, fmodel: Any, counter: QueryCounter, x0: torch.Tensor, y: torch.Tensor,
-                   norm: str, search: dict, margin: float) -> torch.Tensor:
-    """Per-sample geometric bisection over epsilon; the best verified adversarial (B, 1, H, W), NaN rows: none.
-
-    ``attack`` is a per-sample PGD (above) run on clean images x0 (B, 1, H, W), labels y (B,). First PGD at
-    eps_max; samples it flips get the upper bound hi = the distance found, then each step runs PGD at
-    sqrt(lo * hi): success lowers hi to the distance found, failure raises lo. The success checks go through
-    ``counter`` (they are part of the attack's cost).
-    """
-    n = len(x0)
-    best = torch.full_like(x0, float("nan"))
-    hi = np.full(n, np.inf)
-    lo = np.full(n, float(search["eps_min"]))
-    diameter = {"Linf": 1.0, "L2": float(np.sqrt(x0[0].numel()))}[norm]  # of the [0, 1] box
-    eps = np.full(n, float(search.get("eps_max", diameter)))
-    active = np.ones(n, dtype=bool)
-    for step in range(search["steps"] + 1):
-        rows = np.flatnonzero(active)
-        if rows.size == 0:
-            break
-        rt = torch.from_numpy(rows).to(x0.device)
-        e = torch.tensor(eps[rows], dtype=x0.dtype, device=x0.device).reshape(-1, *([1] * (x0.ndim - 1)))
-        adv = attack.run(fmodel, x0[rt], y[rt], epsilon=ep.astensor(e))
-        adv, dist, ok = verify(counter, x0[rt], y[rt], adv, norm, margin)
-        better = ok & (dist < hi[rows])
-        best[rt[torch.from_numpy(better).to(x0.device)]] = adv[torch.from_numpy(better).to(x0.device)]
-        hi[rows[better]] = dist[better]
-        lo[rows[~ok]] = np.maximum(lo[rows[~ok]], eps[rows[~ok]])
-        if step == 0:
-            active = np.isfinite(hi)  # never flipped at eps_max: give up on these samples
-        active &= hi > lo * (1 + 1e-6)
-        eps = np.sqrt(lo * np.where(np.isfinite(hi), hi, lo))
-    return best
 
 
 class EpsilonSearchAttack(Attack):
-    """A per-sample PGD (Linf or L2, plain or Adam) made minimal by ``epsilon_search``."""
+    """A fixed-epsilon attack (``run_fixed``) made minimal by ``search.epsilon_search``.
+
+    ``search_defaults``: the search keys this kind fills in (see ``search``); None = Foolbox PGD's.
+    """
 
     options = {"search": SEARCH_DEFAULTS}
 
+    def __init__(self, name: str, norm: str, foolbox_class: type, search_defaults: dict | None = None):
+        super().__init__(name, norm, foolbox_class)
+        self.search_defaults = dict(SEARCH_DEFAULTS if search_defaults is None else search_defaults)
+
+    def resolve_sweep(self, sweep: Any) -> dict[str, list]:
+        out = super().resolve_sweep(sweep)
+        params = self.hyper_parameters()
+        if "abs_stepsize" in out:
+            raise RobustnessConfigError("attack_config['sweep']['abs_stepsize']: the search varies epsilon per "
+                                        "sample; give rel_stepsize (relative to epsilon) instead")
+        keys = list(out)
+        for values in itertools.product(*(out[k] for k in keys)):
+            setting = dict(zip(keys, values))
+            if hasattr(self.foolbox_class, "check"):
+                try:
+                    self.foolbox_class.check(setting)
+                except ValueError as err:
+                    raise RobustnessConfigError(f"attack_config['sweep'] setting {setting}: {err}") from None
+            if "rel_stepsize" in params:
+                full = {k: setting.get(k, params[k].default) for k in ("steps", "rel_stepsize")}
+                travel = full["steps"] * full["rel_stepsize"]
+                if travel < MIN_TRAVEL - 1e-12:
+                    raise RobustnessConfigError(
+                        f"attack_config['sweep'] setting {full}: steps * rel_stepsize = {travel:.3g} < "
+                        f"{MIN_TRAVEL:g}, so PGD cannot cross the epsilon ball (from a random start a pixel may "
+                        f"need 2 * eps). Fix: drop this setting, or raise steps or rel_stepsize")
+        return out
+
     def resolve_options(self, config: dict) -> dict:
-        given = config.get("search") or {}
-        what = "attack_config['search']"
-        if not isinstance(given, dict):
-            raise RobustnessConfigError(f"{what}={given!r}: expected a dict with keys from "
-                                        f"{sorted({'eps_max', *SEARCH_DEFAULTS})}")
-        check_keys(given, {"eps_max", *SEARCH_DEFAULTS}, what, error=RobustnessConfigError)
-        # eps_max absent (or None) = the [0, 1] box's diameter; left out of the stored config rather than
-        # stored as None, so the configurations of the presets hold no None
-        search = {**SEARCH_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
-        for key in search.keys() & {"eps_min", "eps_max"}:
-            if not is_number(search[key]):
-                raise RobustnessConfigError(f"{what}['{key}']={search[key]!r} must be a finite number")
-            search[key] = float(search[key])
-        if not 0 < search["eps_min"] < search.get("eps_max", np.inf):
-            raise RobustnessConfigError(f"{what}: need 0 < eps_min < eps_max, got {search}")
-        if not is_int(search["steps"]) or search["steps"] < 0:
-            raise RobustnessConfigError(f"{what}['steps']={search['steps']!r} must be an integer >= 0")
-        search["steps"] = int(search["steps"])
-        return {"search": search}
+        return {"search": resolve_search(config.get("search"), self.norm, self.search_defaults)}
 
     def run(self, params: dict, config: dict, fmodel: Any, counter: QueryCounter, x0: torch.Tensor,
             y: torch.Tensor, cache: dict) -> torch.Tensor:
-        return epsilon_search(self.foolbox_class(**params), fmodel, counter, x0, y, self.norm, config["search"],
-                              config["margin"])
+        # the upper bounds are computed once per (batch, repeat), in the first setting that needs them (its
+        # queries are counted there); each later setting of the sweep starts its brackets from the best
+        # verified adversarials of the settings before it
+        search, margin = config["search"], config["margin"]
+        if search.get("bound") and "prior" not in cache:
+            cache["prior"] = upper_bound(fmodel, counter, x0, y, self.norm, search, margin)
+        stats: dict = {}
+        best = epsilon_search(self.foolbox_class(**params, **self.fixed), fmodel, counter, x0, y, self.norm,
+                              search, margin, stats, prior=cache.get("prior"))
+        if search.get("polish") and params == _last_setting(config):
+            best = self._polish(search["polish"], config, fmodel, counter, x0, y, best)
+        if search.get("bound"):
+            dist = _distances(x0, best, self.norm)
+            prior_best, prior_hi = cache["prior"]
+            better = dist < prior_hi
+            bt = torch.from_numpy(better).to(x0.device)
+            prior_best = prior_best.clone()
+            prior_best[bt] = best[bt]
+            cache["prior"] = (prior_best, np.where(better, dist, prior_hi))
+        cache.setdefault("search_rounds", []).append(stats.get("rounds", np.nan))
+        return best
+
+    def _polish_attack(self) -> Any:
+        from .brendel_bethge import BrendelBethgeAttack
+
+        cls = {"L2": fa.L2BrendelBethgeAttack, "Linf": fa.LinfinityBrendelBethgeAttack, "L1": fa.L1BrendelBethgeAttack}
+        return BrendelBethgeAttack("bb", self.norm, cls[self.norm])
+
+    def warm_up(self, config: dict | None = None) -> float:
+        if config and config["search"].get("polish"):
+            return self._polish_attack().warm_up()
+        return 0.0
+
+    def _polish(self, polish: dict, config: dict, fmodel: Any, counter: QueryCounter, x0: torch.Tensor,
+                y: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
+        """Brendel-Bethge from the best verified points (rows without one are left as they are)."""
+        found = torch.isfinite(best.reshape(len(best), -1)).all(dim=1).cpu().numpy()
+        if not found.any():
+            return best
+        bb_cache = {"starts": (torch.where(torch.isfinite(best), best, x0), found)}
+        out = self._polish_attack().run(dict(polish), {"margin": config["margin"]}, fmodel, counter, x0, y,
+                                        bb_cache)
+        keep = torch.isfinite(out.reshape(len(out), -1)).all(dim=1).reshape(-1, *([1] * (x0.ndim - 1)))
+        return torch.where(keep, out, best)  # BB returns the better of its start and its result
+
+
+def _last_setting(config: dict) -> dict:
+    """The last setting of the sweep, in the sweep's order (``sweep._settings``)."""
+    return {k: v[-1] for k, v in config["sweep"].items()}
+
+
+def _distances(x0: torch.Tensor, adv: torch.Tensor, norm: str) -> np.ndarray:
+    """(B,) float64 distances of adversarials adv (NaN rows: inf), as ``verify`` measures them."""
+    d = perturbation_norm((adv.double() - x0.double()).cpu().numpy(), norm)
+    return np.where(np.isfinite(d), d, np.inf)

@@ -10,9 +10,17 @@ from ..errors import RobustnessConfigError, RobustnessInputError
 from ..norms import NORMS, check_norm
 from .base import Attack, MinimizationAttack
 from .brendel_bethge import BrendelBethgeAttack
+from .apgd import APGD
 from .pgd import EpsilonSearchAttack, L2AdamPGDPerSample, L2PGDPerSample, LinfAdamPGDPerSample, LinfPGDPerSample
+from .square import SquareLinf
 
 __all__ = ["REGISTRY", "available_attacks", "get_attack", "warm_up"]
+
+def _search_defaults(bound: str, steps: int, warm: bool) -> dict:
+    """The search APGD and Square fill in: below an upper bound, 1% brackets, ray search, secant rule."""
+    return {"eps_min": 1e-4, "steps": 8, "bound": [{"attack": bound, "steps": steps}], "rtol": 0.01, "refine": 8,
+            "warm": warm, "confirm": 1, "rule": "secant"}
+
 
 REGISTRY: dict[tuple[str, str], Attack] = {(a.norm, a.name): a for a in (
     BrendelBethgeAttack("bb", "L2", fa.L2BrendelBethgeAttack),
@@ -21,8 +29,13 @@ REGISTRY: dict[tuple[str, str], Attack] = {(a.norm, a.name): a for a in (
     MinimizationAttack("cw", "L2", fa.L2CarliniWagnerAttack),
     EpsilonSearchAttack("pgd", "L2", L2PGDPerSample),
     EpsilonSearchAttack("adam_pgd", "L2", L2AdamPGDPerSample),
+    EpsilonSearchAttack("apgd", "L2", APGD, _search_defaults("ddn", 100, warm=True)),
+    # gradient-free (the gradient-masking checks): HopSkipJump (Foolbox, from blended noise) and Square
+    MinimizationAttack("hsj", "L2", fa.HopSkipJumpAttack, fixed={"constraint": "l2"}),
     EpsilonSearchAttack("pgd", "Linf", LinfPGDPerSample),
     EpsilonSearchAttack("adam_pgd", "Linf", LinfAdamPGDPerSample),
+    EpsilonSearchAttack("apgd", "Linf", APGD, _search_defaults("fmn", 100, warm=True)),
+    EpsilonSearchAttack("square", "Linf", SquareLinf, _search_defaults("fmn", 100, warm=False)),
     MinimizationAttack("fmn", "Linf", fa.LInfFMNAttack),
     BrendelBethgeAttack("bb", "Linf", fa.LinfinityBrendelBethgeAttack),
     MinimizationAttack("fmn", "L1", fa.L1FMNAttack),

@@ -50,7 +50,8 @@ class AttackResult:
             one entry per setting in sweep order (Fig 5).
         wall_time: seconds for the attack, excluding the one-off numba compile (see ``registry.warm_up``).
         settings: one dict per setting: params, repeat, queries, grad_queries (per attacked sample),
-            n_success, median_distance (this setting alone, over the attacked samples), wall_time.
+            n_success, median_distance (this setting alone, over the attacked samples), wall_time, and for the
+            epsilon-search kinds search_rounds (mean rounds of the fixed-epsilon attack per sample).
         adversarials: (n, 1, H, W) float32 best verified adversarial per sample (the clean image where
             the distance is 0, NaN where none was found), or None.
         config: the resolved attack configuration.
@@ -102,7 +103,8 @@ def minimal_perturbations(
         config: an attack configuration (``config.resolve_attack_config``; resolved again here);
             ``presets.ATTACK_PRESETS`` holds examples. Its n_samples is ignored (see the module docstring).
         keep_adversarials: also return the best adversarial images.
-        device: where to attack (default: the model's device).
+        device: where to attack (default: the model's device if that is a GPU, else CUDA when available,
+            else the CPU; the model is moved there for the attack and back afterwards).
         progress: show a tqdm bar over settings.
     Returns:
         AttackResult over the n samples, in the order given.
@@ -112,12 +114,19 @@ def minimal_perturbations(
     cfg = resolve_attack_config(config)
     attack = get_attack(cfg["norm"], cfg["attack"])
     x, y = check_images(x, y)
-    dev = resolve_device(device, model)
-    attack.warm_up()  # e.g. numba compile, once per process, outside the timing
+    home = resolve_device(None, model)
+    # default: the model's device, or CUDA when there is one (the model is moved there and back)
+    dev = resolve_device(device) if device is not None else (
+        home if home.type != "cpu" else resolve_device(None))
+    attack.warm_up(cfg)  # e.g. numba compile, once per process, outside the timing
 
     flags = [p.requires_grad for p in model.parameters()]
     was_training = model.training
-    model.eval().requires_grad_(False)
+    if dev != home:
+        model.to(dev)
+    model.eval()
+    for p in model.parameters():  # one by one: a TorchScript module has no requires_grad_
+        p.requires_grad_(False)
     # full float32 on GPUs: TF32 convolutions (cuDNN's default) round inputs to ~1e-3 relative precision,
     # far coarser than the verification margin near the decision boundary; restored afterwards
     tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
@@ -145,12 +154,14 @@ def minimal_perturbations(
             ts = time.perf_counter()
             counter.reset()
             this = np.full(len(x), np.inf)
+            rounds = []
             for b, rows in enumerate(batches):
                 rt = torch.from_numpy(rows).to(dev)
                 seed = int(np.random.SeedSequence([cfg["seed"], k, b]).generate_state(1)[0])
                 with torch.random.fork_rng(devices=cuda_rng):
                     torch.manual_seed(seed)
                     cand = attack.run(params, cfg, fmodel, counter, xs[rt], ys[rt], caches.setdefault((b, repeat), {}))
+                rounds.extend(caches[(b, repeat)].pop("search_rounds", []))
                 adv, dist, ok = verify(model, xs[rt], ys[rt], cand, cfg["norm"], cfg["margin"])
                 this[rows[ok]] = dist[ok]
                 better = ok & (dist < best[rows])
@@ -165,6 +176,7 @@ def minimal_perturbations(
                 "n_success": int(np.isfinite(this[attacked]).sum()),
                 "median_distance": float(np.median(this[attacked])) if len(attacked) else 0.0,
                 "wall_time": time.perf_counter() - ts,
+                **({"search_rounds": float(np.mean(rounds))} if rounds else {}),
             })
             bar.set_postfix(median=f"{curve[-1][1]:.4g}")
         wall = time.perf_counter() - t0
@@ -173,6 +185,8 @@ def minimal_perturbations(
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
         model.train(was_training)
+        if dev != home:
+            model.to(home)
     return AttackResult(
         attack=cfg["attack"], norm=cfg["norm"], indices=np.arange(len(x), dtype=np.int64), distances=best,
         success=np.isfinite(best), clean_correct=correct, queries_curve=curve, wall_time=wall, settings=info,

@@ -11,9 +11,21 @@ import torch
 
 from ..norms import L0_TOLERANCE, perturbation_norm
 
-__all__ = ["PUSH_FACTORS", "verify"]
+__all__ = ["PUSH_FACTORS", "logit_slack", "verify"]
 
 PUSH_FACTORS = (1e-4, 1e-3, 1e-2, 3e-2)  # outward scalings tried on borderline candidates, in order
+
+
+def logit_slack(logits: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
+    """(B,) float64 true logit - best other logit + required margin: < 0 exactly where ``verify`` accepts.
+
+    The attacks written here (``apgd``, ``square``, the ray search of ``search``) judge their iterates with
+    this, so what they call adversarial is what ``verify`` will accept (required = margin * max(1, max |logit|)).
+    """
+    logits = logits.detach().double()
+    true = logits.gather(1, y[:, None])[:, 0]
+    other = logits.scatter(1, y[:, None], -np.inf).max(dim=1).values
+    return true - other + margin * logits.abs().max(dim=1).values.clamp(min=1.0)
 
 
 def _margins(model: torch.nn.Module, adv: torch.Tensor, y: torch.Tensor, margin: float
