@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import datajoint as dj
 import numpy as np
 
+from neural_reg.logs import progress_enabled
 from neural_reg.settings import load_settings
 from pipeline.classifier import tasks
 from pipeline.errors import ConfigError
@@ -161,7 +162,8 @@ class Adversarial(dj.Computed):
     def make(self, key):
         params = AttackConfig.params_of(key)
         idx, x, y = test_samples(key, params.get("n_samples"), params["seed"])
-        result = attacks.minimal_perturbations(classifier.load_trained(key), x, y, params, keep_adversarials=False)
+        result = attacks.minimal_perturbations(classifier.load_trained(key), x, y, params, keep_adversarials=False,
+                                               progress=progress_enabled())
         self.insert1(dict(key, sample_idx=idx[result.indices], distances=result.distances.astype(np.float32),
                           median=float(scores.median_perturbation(result.distances)),
                           success_rate=float(np.mean(result.success)),
