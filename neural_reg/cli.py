@@ -9,7 +9,6 @@ import argparse
 import ast
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -393,22 +392,11 @@ def populate_table_names() -> list[str]:
 
 def version() -> str:
     """'neural-reg 0.1.0' and, in a git checkout, ' (commit abc1234)'."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
+    from pipeline.version import code_version
 
-    try:
-        text = f"neural-reg {dist_version('neural-reg')}"
-    except PackageNotFoundError:
-        text = "neural-reg (not installed)"
-    if (ROOT / ".git").exists():
-        try:
-            commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                    text=True, timeout=5).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            commit = ""
-        if commit:
-            text += f" (commit {commit})"
-    return text
+    info = code_version()
+    text = f"neural-reg {info['version'] or '(not installed)'}"
+    return text + (f" (commit {info['git_commit'][:7]})" if info["git_commit"] else "")
 
 
 class _Version(argparse.Action):

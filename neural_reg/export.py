@@ -52,7 +52,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import tempfile
 from contextlib import ExitStack
 from datetime import datetime, timezone
@@ -62,13 +61,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.errors import NeuralRegError
+from pipeline.version import code_version
 
 if TYPE_CHECKING:
     from pipeline.recording.scan_data import ScanData
 
 FORMAT_CLASSIFIER = "neural-reg classifier export, version 1"
 FORMAT_SCAN = "neural-reg scan export, version 1"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ExportError(NeuralRegError):
@@ -157,27 +156,6 @@ def _jsonable(value):
     if isinstance(value, datetime):
         return value.isoformat()
     return value
-
-
-def code_version() -> dict:
-    """The neural-reg package version and, where the code is a git checkout, its commit and whether it is edited."""
-    from importlib import metadata
-
-    try:
-        version = metadata.version("neural-reg")
-    except metadata.PackageNotFoundError:
-        version = None
-    commit, dirty = None, None
-    try:
-        run = dict(cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        out = subprocess.run(["git", "rev-parse", "HEAD"], **run)
-        if out.returncode == 0:
-            commit = out.stdout.strip()
-            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run)
-            dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"package": "neural-reg", "version": version, "git_commit": commit, "git_dirty": dirty}
 
 
 # ---------------------------------------------------------------- classifier

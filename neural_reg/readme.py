@@ -9,7 +9,6 @@ replaced whole; the figures are copied from the demo's report into docs/. Every 
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import NeuralRegError
+from pipeline.version import code_version
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = {"fig4_noise_*.png": "demo_fig4_noise.png", "fig1c_stability_*.png": "demo_fig1c_stability.png"}
@@ -34,14 +34,10 @@ def replace_block(text: str, name: str, content: str) -> str:
 
 def commit() -> str:
     """The commit the numbers come from (with '+ uncommitted changes' when the tree differs from it)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    info = code_version(ROOT)
+    if not info["git_commit"]:
         return "an unknown commit (not a git checkout)"
-    return f"commit {head}" + (" + uncommitted changes" if dirty else "")
+    return f"commit {info['git_commit'][:7]}" + (" + uncommitted changes" if info["git_dirty"] else "")
 
 
 def _mean_over_seeds(df, value: str) -> dict:

@@ -8,12 +8,13 @@ connection info never reaches the page.
 from __future__ import annotations
 
 import platform
-import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
-from pathlib import Path
 
 import pandas as pd
+
+from pipeline.version import code_version as version_info
+from pipeline.version import describe
 
 __all__ = ["PACKAGES", "SAFE_CONNECTION_KEYS", "PROVENANCE_KEYS", "code_version", "collect", "provenance_frame"]
 
@@ -25,22 +26,8 @@ PACKAGE_NAME = "neural-reg"
 
 
 def code_version(root=None) -> str:
-    """'git <commit>' (+ ' (uncommitted changes)') when ``root`` is inside a git checkout, else the installed
-    package version 'neural-reg <version>', else 'unknown'. Read-only: git rev-parse and git status only."""
-    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=20, check=True).stdout.strip()
-        if commit:
-            return f"git {commit}" + (" (uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        return f"{PACKAGE_NAME} {metadata.version(PACKAGE_NAME)}"
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    """'git <commit>' (+ ' (uncommitted changes)') in a git checkout, else 'neural-reg <version>', else 'unknown'."""
+    return describe(version_info(root))
 
 
 def _version(package: str) -> str:
