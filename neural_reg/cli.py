@@ -16,31 +16,47 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _db(args) -> int:
-    from .database import PrivateServer, connect, server_up, shared_credentials, verify_login
+    import dataclasses
+    import os
+
+    from .database import connect, private_server, server_up, shared_credentials, verify_login
     from .settings import load_settings
 
     settings = load_settings()
+    if getattr(args, "backend", None):
+        settings = dataclasses.replace(settings, backend=args.backend)
     shared = shared_credentials(settings)
     if args.action == "up":
         creds = server_up(settings, restart_outdated=True)
         version = verify_login(creds)  # a wrong password fails here, not at the first query
-        where = "shared server" if shared else f"private server (data in {settings.home / 'mysql'})"
+        server = private_server(settings)
+        where = "shared server" if shared else f"private {settings.backend} server (data in {server.datadir})"
         print(f"database ready: {creds.user}@{creds.host}:{creds.port} ({version}), {where}")
+        if (not shared and args.backend and args.backend != load_settings().backend
+                and not os.environ.get("DJ_BACKEND")):
+            print(f"the other commands use the backend of the settings: export DJ_BACKEND={args.backend} (or set "
+                  f"database.backend in neural-reg.json) to use this server", file=sys.stderr)
     elif args.action == "down":
         if shared:
             print(f"using the shared server {shared.host}; nothing to stop")
         else:
-            print("stopped" if PrivateServer(settings.home).down() else "no private server was running")
+            print("stopped" if private_server(settings).down() else "no private server was running")
     elif args.action == "status":
         if shared:
-            print(f"shared server {shared.host}:{shared.port} as {shared.user}")
+            print(f"shared {settings.backend} server {shared.host}:{shared.port} as {shared.user} (host from "
+                  f"{_host_source(settings)})")
         else:
-            info = PrivateServer(settings.home).status()
+            info = private_server(settings).status()
             state = "running" if info["running"] else "stopped"
-            print(f"private server: {state}, port {info.get('port', '-')}, data {info['data']}"
+            print(f"private {settings.backend} server: {state}, port {info.get('port', '-')}, data {info['data']}"
                   + ("" if info["locked_down"] or not info["running"] else
                      "; set up by an older version: `neural-reg db up` locks it down"))
         print(f"schema prefix: {settings.prefix}")
+    elif args.action == "grant":
+        from . import accounts
+
+        n = accounts.grant_role(connect(settings), settings.prefix, args.name, args.role, args.host)
+        print(f"{args.name}@{args.host}: {args.role} on the schemas of prefix {settings.prefix} ({n} grants)")
     elif args.action == "setup":
         import schemas
 
@@ -70,9 +86,23 @@ def _db(args) -> int:
     elif args.action == "remove-user":
         from . import accounts
 
-        removed = accounts.remove_user(connect(settings), args.name, args.host)
+        removed = accounts.remove_user(connect(settings), args.name, args.host)  # PostgreSQL: its privileges too
         print(f"removed {args.name}@{args.host}" if removed else f"no account {args.name}@{args.host}; nothing to do")
     return 0
+
+
+def _host_source(settings) -> str:
+    """Where the shared server's host came from (README, "Configuration: which setting wins")."""
+    import os
+
+    if os.environ.get("DJ_HOST"):
+        return "DJ_HOST"
+    try:
+        if settings.config_file and json.loads(settings.config_file.read_text()).get("database", {}).get("host"):
+            return str(settings.config_file)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return str(settings.datajoint_file or "settings")
 
 
 def _db_drop(args, settings) -> int:
@@ -280,7 +310,8 @@ def _experiment(args) -> int:
     spec = load_spec(args.file)
     if args.action == "check":
         plan = resolve(spec)  # needs no database
-        print(f"{args.file}: valid; {len(plan.targets)} targets, {len(plan.regularisers)} regularisers, "
+        control = ", an adversarially trained positive control" if plan.adversarial_train else ""
+        print(f"{args.file}: valid; {len(plan.targets)} targets, {len(plan.regularisers)} regularisers{control}, "
               f"{len(plan.attacks)} attacks")
         return 0
     from schemas import activate
@@ -441,10 +472,15 @@ def build_parser() -> argparse.ArgumentParser:
     db = _add(sub, "db", "the database: start, stop, inspect; set up or drop a prefix; accounts and roles",
               ["neural-reg db up", "neural-reg db status", "neural-reg db add-user alice --role analyst"])
     db_actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
-    _add(db_actions, "up", "start the private server (or reach the shared one) and check the login",
-         ["neural-reg db up"])
-    _add(db_actions, "down", "stop the private server", ["neural-reg db down"])
-    _add(db_actions, "status", "which server, whether it runs, and the schema prefix", ["neural-reg db status"])
+    backend_help = ("the private server's kind: mysql (MariaDB or MySQL) or postgresql (default: $DJ_BACKEND, "
+                    "database.backend in neural-reg.json or datajoint.json, else mysql)")
+    up = _add(db_actions, "up", "start the private server (or reach the shared one) and check the login",
+              ["neural-reg db up", "neural-reg db up --backend postgresql"])
+    down = _add(db_actions, "down", "stop the private server", ["neural-reg db down"])
+    status = _add(db_actions, "status", "which server, whether it runs, and the schema prefix",
+                  ["neural-reg db status"])
+    for action in (up, down, status):
+        action.add_argument("--backend", choices=["mysql", "postgresql"], default=None, help=backend_help)
     _add(db_actions, "setup", "declare every schema and job table of the prefix, once (an admin), so that workers "
                               "and analysts need no DDL",
          ["neural-reg db setup   # as an admin, with NEURALREG_PREFIX=lab for the lab's prefix"])
@@ -456,6 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="analyst: read; worker: read, and write computed and job tables; admin: everything "
                                "on the prefix's schemas")
     add_user.add_argument("--host", default="%", help="where it may connect from (default %%: anywhere)")
+    grant = _add(db_actions, "grant", "give an existing account a role on the prefix's schemas (again, after new "
+                                      "tables: a worker's grants name them)",
+                 ["neural-reg db grant worker --role worker   # docker compose's setup service does this"])
+    grant.add_argument("name", help="the account's user name")
+    grant.add_argument("--role", required=True, choices=["analyst", "worker", "admin"], help="as for add-user")
+    grant.add_argument("--host", default="%", help="the host part of the account (default %%)")
     remove_user = _add(db_actions, "remove-user", "drop an account and its grants",
                        ["neural-reg db remove-user worker1"])
     remove_user.add_argument("name", help="the account's user name")
@@ -508,7 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument("--task", default="cifar10-gray", choices=tasks, help="the classification task")
     paper.add_argument("--arch", default="resnet18", choices=archs, help="the classifier's architecture")
     paper.add_argument("--seeds", type=int, default=5, help="classifier seeds per condition")
-    paper.add_argument("--alphas", type=float, nargs="+", default=[20.0], help="regularisation strengths (Eq 7)")
+    paper.add_argument("--alphas", type=float, nargs="+", default=None,
+                       help="regularisation strengths (Eq 7, in the Eq 8 convention; default: the recipe's sweep "
+                            "1 5 20 80, the paper's 20 in either reading)")
     paper.add_argument("--vgg-weights", help="torchvision vgg19-dcbb9e9d.pth, for the VGG control target")
     paper.set_defaults(func=_setup_paper)
 
@@ -581,14 +625,14 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=_demo)
 
     exp = _add(sub, "export", "a trained classifier as a PyTorch state dict + JSON, or a scan as NWB",
-               ["neural-reg export scan animal_id=sim0 session=1 scan_idx=1 scan.nwb"])
+               ["neural-reg export scan animal_id=sim0-g2 session=1 scan_idx=1 scan.nwb"])
     what = exp.add_subparsers(dest="what", required=True, metavar="WHAT")
     for name, help_, example in (
             ("classifier", "FILE.pt (plain state dict) and FILE.json (configuration, lineage) beside it",
              "task=digits arch=resnet18-narrow train_name=demo-cpu regulariser_name=demo-neural-alpha10 "
              "classifier_seed=0 model.pt"),
             ("scan", "FILE.nwb: responses, trials, behaviour, neurons and images in NWB",
-             "animal_id=sim0 session=1 scan_idx=1 scan.nwb")):
+             "animal_id=sim0-g2 session=1 scan_idx=1 scan.nwb")):
         p = _add(what, name, help_, [f"neural-reg export {name} {example}"], description=f"{help_}.")
         p.add_argument("key", nargs="+", metavar="ATTR=VALUE", help="the key, as attr=value pairs")
         p.add_argument("file", help="the output file")
@@ -602,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     dg.set_defaults(func=_diagram)
 
     dl = _add(sub, "delete", "delete a scan, a configuration or a trained classifier, with all that depends on it",
-              ["neural-reg delete scan animal_id=sim0 session=1 scan_idx=3",
+              ["neural-reg delete scan animal_id=sim0-g2 session=1 scan_idx=3",
                "neural-reg delete config noise_name=tiny --dry-run",
                "neural-reg delete classifier task=digits arch=resnet18-narrow train_name=demo-cpu "
                "regulariser_name=demo-none classifier_seed=1 --yes"],

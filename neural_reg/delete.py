@@ -81,7 +81,8 @@ def table_labels() -> dict:
                 label = f"{short}.{master.__name__}.{table.__name__}"
             else:
                 label = f"{short}.{table.__name__}"
-            labels[f"`{database}`.`{name}`"] = label
+            q = module.schema.connection.adapter.quote_identifier  # `x` on MySQL, "x" on PostgreSQL
+            labels[f"{q(database)}.{q(name)}"] = label
     return labels
 
 
@@ -115,8 +116,12 @@ def format_cascade(rows: list[tuple[str, str, int]]) -> str:
 
 
 def delete(expr, part_integrity: str = "enforce") -> int:
-    """DataJoint's cascading delete, in one transaction, without its own prompt; returns the root rows deleted."""
-    return expr.delete(prompt=False, part_integrity=part_integrity)
+    """DataJoint's cascading delete, in one transaction, without its own prompt, then the removal of the store
+    objects only the deleted rows referenced (DataJoint leaves them: neural_reg.stores); returns the root rows
+    deleted."""
+    from .stores import delete as delete_with_objects
+
+    return delete_with_objects(expr, part_integrity)[0]
 
 
 # -------------------------------------------------------------------------------- db drop

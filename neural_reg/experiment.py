@@ -17,15 +17,21 @@ dependency order. The demo and the paper's recipe are two such files (``neural_r
       "classifiers": {"task": "digits", "arch": "resnet18-narrow",
                       "train": {"name": "demo-cpu", "preset": "cpu-demo", <overrides>},
                       "none": true, "regularise_towards": ["Shuffle", "Pixel", "Neural"], "alphas": [10.0],
-                      "regulariser": {<overrides of the regulariser defaults>}, "seeds": [0, 1]},
+                      "regulariser": {<overrides of the regulariser defaults>}, "seeds": [0, 1],
+                      "adversarial_control": {"name": "demo-cpu-pgd", "adversarial": {"norm": "Linf", ...}}},
       "robustness": {"noise": {"name": ..., <noise config>}, "corruption": {"name": ..., <corruption config>},
                      "attacks": {"preset": "cpu-demo", "only": [...], "overrides": {...}}
                                 | {"configs": {"my-L2-ddn": {<attack config>}, ...}},
                      "attack_set": "demo"}
     }
 
+``adversarial_control`` (optional) is the positive control: the same task, architecture, schedule and seeds,
+no regulariser, trained with PGD adversarial training (pipeline.classifier.adversarial); its train configuration
+is ``train`` with ``adversarial`` set, stored under its own name.
+
 A target's scan group and a neural-model target's predictor are filled in from the specification; a shuffle's
-``base`` names another target of the same specification.
+or a deflated target's ``base`` names another target of the same specification (e.g.
+``"Deflated": {"kind": "deflated", "base": "Neural", "k": 1}``).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ SPEC_DIR = Path(__file__).parent / "experiments"
 TOP_KEYS = {"name": True, "description": False, "scans": False, "scan_group": True, "predictor": False,
             "targets": False, "classifiers": False, "robustness": False}
 CLASSIFIER_KEYS = {"task": True, "arch": True, "train": True, "none": False, "regularise_towards": False,
-                   "alphas": False, "regulariser": False, "seeds": True}
+                   "alphas": False, "regulariser": False, "seeds": True, "adversarial_control": False}
 ROBUSTNESS_KEYS = {"noise": False, "corruption": False, "attacks": False, "attack_set": False}
 ATTACK_KEYS = {"preset": False, "only": False, "overrides": False, "configs": False}
 
@@ -98,7 +104,7 @@ def check_spec(spec: dict, source: str = "experiment specification") -> None:
     for label, t in targets.items():
         if not isinstance(t, dict) or "kind" not in t:
             raise ConfigError(f"{source}: targets.{label} needs a 'kind'")
-        if t["kind"] == "shuffle" and t.get("base") not in targets:
+        if t["kind"] in ("shuffle", "deflated") and t.get("base") not in targets:
             raise ConfigError(f"{source}: targets.{label}: base {t.get('base')!r} is not a target of this "
                               f"specification. Fix: one of {sorted(set(targets) - {label})}")
         if t["kind"] == "neural-model" and "predictor" not in spec and "predictor_hash" not in t:
@@ -121,6 +127,9 @@ def check_spec(spec: dict, source: str = "experiment specification") -> None:
                 raise ConfigError(f"{source}: classifiers.{name} must be an object")
         if "name" not in c["train"]:
             raise ConfigError(f"{source}: classifiers.train needs a 'name'")
+        if "adversarial_control" in c:
+            _check(c["adversarial_control"], {"name": True, "adversarial": True},
+                   f"{source}: classifiers.adversarial_control")
     if "predictor" in spec and "name" not in spec["predictor"]:
         raise ConfigError(f"{source}: field 'predictor' needs a 'name'")
     robustness = spec.get("robustness", {})
@@ -140,6 +149,7 @@ class ResolvedExperiment:
     predictor: tuple[str, dict] | None = None
     targets: dict[str, tuple[str, dict]] = field(default_factory=dict)      # label -> (name, resolved)
     train: tuple[str, dict] | None = None
+    adversarial_train: tuple[str, dict] | None = None                       # the positive control's schedule
     regularisers: list[dict] = field(default_factory=list)                  # label, alpha, name, resolved
     noise: tuple[str, dict] | None = None
     corruption: tuple[str, dict] | None = None
@@ -160,10 +170,13 @@ def resolve(spec: dict) -> ResolvedExperiment:
         out.predictor = (p.pop("name"), plain(predictor.PredictorConfig.resolve(p)))
     predictor_hash = params_hash(out.predictor[1]) if out.predictor else None
 
-    def target_config(label: str) -> dict:
+    def target_config(label: str, seen: tuple = ()) -> dict:
         t = dict(spec["targets"][label])
-        if t["kind"] == "shuffle":
-            t["base"] = target_config(t["base"])
+        if t["kind"] in ("shuffle", "deflated"):
+            if label in seen:
+                raise ConfigError(f"experiment specification: targets.{label}: its bases form a cycle "
+                                  f"{' -> '.join((*seen, label))}. Fix: base it on a target not derived from it")
+            t["base"] = target_config(t["base"], (*seen, label))
             return t
         t.setdefault("scan_group", group)
         if t["kind"] == "neural-model":
@@ -176,6 +189,10 @@ def resolve(spec: dict) -> ResolvedExperiment:
     if c:
         t = dict(c["train"])
         out.train = (t.pop("name"), plain(classifier.TrainConfig.resolve(t)))
+        if "adversarial_control" in c:
+            control = c["adversarial_control"]
+            out.adversarial_train = (control["name"], plain(classifier.TrainConfig.resolve(
+                {**t, "adversarial": control["adversarial"]})))
         if c.get("none", True):
             out.regularisers.append({"label": "None", "alpha": 0.0, "name": "none",
                                      "resolved": classifier.Regulariser.resolve({"alpha": 0.0})})
@@ -219,10 +236,10 @@ def enter_experiment(spec: dict) -> dict:
     plan = resolve(spec)
     scans = spec.get("scans", {})
     if "simulate" in scans:
-        from .workflow import ingest_simulated
+        from .workflow import ingest_simulated, simulated_animal_id
 
         sim = dict(scans["simulate"])
-        animal = sim.get("animal_id") or f"sim{sim.get('seed', 0)}"
+        animal = sim.get("animal_id") or simulated_animal_id(sim.get("seed", 0))
         if not recording.Scan & {"animal_id": animal}:
             ingest_simulated(**sim, progress=False)
         scan_keys = (recording.Scan & {"animal_id": animal}).keys()
@@ -254,6 +271,12 @@ def enter_experiment(spec: dict) -> dict:
                 key = classifier.Regulariser.insert_regulariser(reg["name"], **reg["resolved"])
                 summary["regularisers"].append({"label": reg["label"], "alpha": reg["alpha"], **key})
                 rows += [dict(task=c["task"], arch=c["arch"], classifier_seed=s, **train_key, **key)
+                         for s in c["seeds"]]
+            if plan.adversarial_train:
+                control_key = classifier.TrainConfig.insert_params(*plan.adversarial_train)
+                none_key = classifier.Regulariser.insert_regulariser("none", **classifier.Regulariser.resolve(
+                    {"alpha": 0.0}))
+                rows += [dict(task=c["task"], arch=c["arch"], classifier_seed=s, **control_key, **none_key)
                          for s in c["seeds"]]
             classifier.Training.insert(rows, skip_duplicates=True)
             summary["trainings"] = len(rows)

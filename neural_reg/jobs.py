@@ -68,6 +68,10 @@ def _where_key(jobs, key: dict) -> str:
 
 
 def _age(jobs, column: str) -> str:
+    """SQL for the seconds (server clock) since a datetime(3) column, on either backend."""
+    if jobs.adapter.backend == "postgresql":
+        # DataJoint writes CURRENT_TIMESTAMP(3) into a timestamp(3) (no time zone) column: LOCALTIMESTAMP matches it
+        return f"CAST(EXTRACT(EPOCH FROM (LOCALTIMESTAMP(3) - {_q(jobs, column)})) AS DOUBLE PRECISION)"
     return f"TIMESTAMPDIFF(MICROSECOND, {_q(jobs, column)}, CURRENT_TIMESTAMP(3)) / 1e6"
 
 

@@ -3,7 +3,10 @@
 An "experiment" is one (task, arch, train config): regularisers are compared within it, seeds paired. A
 condition is (regulariser, alpha): ``regulariser`` is the label of the target's kind ('None', 'Neural',
 'Shuffle', 'Pixel', ...; see pipeline.report.conditions) and never carries the alpha, which is a column of its
-own (None has alpha 0). Every frame derived from :func:`classifiers` carries the experiment columns and
+own (None has alpha 0). A condition is told apart by its training too: a classifier whose TrainConfig has
+``adversarial`` set is labelled 'Adversarial (PGD)' (no regulariser; pipeline.report.conditions.classifier_label)
+and belongs to the experiment of the schedule it equals without ``adversarial`` (so it is compared with None
+trained on that schedule). Every frame derived from :func:`classifiers` carries the experiment columns and
 regulariser, kind, alpha, seed. Each function names the table(s) it reads; the figure functions of
 pipeline.report.figures name the function here that feeds them.
 """
@@ -13,16 +16,42 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.report.conditions import BASELINE_KIND, KIND_LABELS, regulariser_label
+import json
+
+from pipeline.report.conditions import BASELINE_KIND, KIND_LABELS, classifier_label
 
 EXPERIMENT = ["task", "arch", "train_name"]
 CONDITION = ["regulariser", "kind", "alpha", "seed"]  # what every derived frame carries besides EXPERIMENT
 CLASSIFIER_COLUMNS = ["key"] + EXPERIMENT + ["regulariser", "kind", "alpha", "regulariser_name", "seed",
-                      "test_accuracy", "wall_time"]
+                      "test_accuracy", "wall_time", "train_config", "adversarial"]
 
-__all__ = ["EXPERIMENT", "CONDITION", "KIND_LABELS", "classifiers", "noise", "scores", "query_curves",
+__all__ = ["EXPERIMENT", "CONDITION", "KIND_LABELS", "classifiers", "schedules", "noise", "scores", "score_samples",
+           "target_diagnostics", "label_conditions", "query_curves",
            "layer_weights", "corruptions", "brain_likeness", "similarity_scans", "oracle_comparison",
            "oracle_statistics", "stability", "experiments", "restrict"]
+
+
+def _canonical(params: dict) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def schedules(train_configs: list[tuple[str, str, dict]]) -> dict:
+    """{train_hash: (schedule name, adversarial)} of TrainConfig rows (train_hash, train_name, params).
+
+    adversarial: params['adversarial'] (None or {} when absent: a plain schedule). The schedule of a plain
+    config is its own name; of an adversarial one, the name of the plain config with the same params apart from
+    'adversarial' (its own name when there is none), so the adversarially trained classifier is compared within
+    the experiment of that schedule.
+    """
+    def without(params):
+        return _canonical({k: v for k, v in dict(params).items() if k != "adversarial"})
+
+    plain = {without(p): name for _, name, p in train_configs if not dict(p).get("adversarial")}
+    out = {}
+    for h, name, p in train_configs:
+        adversarial = dict(p).get("adversarial") or None
+        out[h] = (plain.get(without(p), name) if adversarial else name, adversarial)
+    return out
 
 
 def classifiers() -> pd.DataFrame:
@@ -30,7 +59,10 @@ def classifiers() -> pd.DataFrame:
 
     Source: classifier.TrainedClassifier x classifier.Regulariser x classifier.TrainConfig, the kind from
     target.TargetConfig (through the regulariser's target_hash; no target = kind 'none', label 'None').
-    Columns: CLASSIFIER_COLUMNS.
+    ``train_name`` is the experiment's schedule (:func:`schedules`), ``train_config`` the classifier's own
+    TrainConfig name, ``adversarial`` its adversarial-training params (None: standard training); the label is
+    pipeline.report.conditions.classifier_label (detailed, e.g. 'Adversarial (PGD, Linf ε=0.03)', only when an
+    experiment has several adversarial configs). Columns: CLASSIFIER_COLUMNS.
     """
     from schemas import classifier, target
 
@@ -39,16 +71,33 @@ def classifiers() -> pd.DataFrame:
              * classifier.TrainConfig.proj("train_name"))
     rows = query.to_dicts()
     kinds = dict(zip(*target.TargetConfig.to_arrays("target_hash", "kind"))) if len(target.TargetConfig()) else {}
+    trains = schedules(list(zip(*classifier.TrainConfig.to_arrays("train_hash", "train_name", "params")))) \
+        if len(classifier.TrainConfig()) else {}
     key_names = classifier.TrainedClassifier.primary_key
     out = []
     for r in rows:
         kind = kinds.get(r["target_hash"], BASELINE_KIND) if r["target_hash"] else BASELINE_KIND
+        schedule, adversarial = trains.get(r["train_hash"], (r["train_name"], None))
         out.append({"key": {k: r[k] for k in key_names}, "task": r["task"], "arch": r["arch"],
-                    "train_name": r["train_name"], "regulariser": regulariser_label(kind), "kind": kind,
-                    "alpha": float(r["alpha"]), "regulariser_name": r["regulariser_name"],
-                    "seed": int(r["classifier_seed"]), "test_accuracy": float(r["test_accuracy"]),
-                    "wall_time": float(r["wall_time"])})
-    return pd.DataFrame(out, columns=CLASSIFIER_COLUMNS)
+                    "train_name": schedule, "kind": kind, "alpha": float(r["alpha"]),
+                    "regulariser_name": r["regulariser_name"], "seed": int(r["classifier_seed"]),
+                    "test_accuracy": float(r["test_accuracy"]), "wall_time": float(r["wall_time"]),
+                    "train_config": r["train_name"], "adversarial": adversarial})
+    df = pd.DataFrame(out, columns=[c for c in CLASSIFIER_COLUMNS if c != "regulariser"])
+    df.insert(4, "regulariser", label_conditions(df))
+    return df[CLASSIFIER_COLUMNS]
+
+
+def label_conditions(df: pd.DataFrame) -> list[str]:
+    """The regulariser label of each row of a classifiers frame (kind, adversarial, task, arch, train_name):
+    classifier_label, with the adversarial config's details where an experiment has several of them."""
+    if df.empty:
+        return []
+    adv = [_canonical(a) if a else "" for a in df["adversarial"]]
+    experiment = list(zip(*(df[c] for c in EXPERIMENT)))
+    several = {e for e in set(experiment) if len({a for a, x in zip(adv, experiment) if x == e and a}) > 1}
+    return [classifier_label(k, a, detail=e in several)
+            for k, a, e in zip(df["kind"], df["adversarial"], experiment)]
 
 
 def _join(base: pd.DataFrame, rows: list[tuple[dict, dict]]) -> pd.DataFrame:
@@ -102,6 +151,24 @@ def scores(base: pd.DataFrame) -> pd.DataFrame:
                         for r in query.to_dicts()])
 
 
+def score_samples(base: pd.DataFrame) -> pd.DataFrame:
+    """The per-sample minimal perturbations behind the scores, one row per (classifier, attack set, norm):
+    ``sample_idx`` (n,) test-set indices and ``distances`` (n,) the per-sample minimum over the set's attacks
+    (0: misclassified, inf: not found), the same samples for every classifier of an attack set.
+
+    Source: robustness.RobustnessScore.Norm (sample_idx, distances) x robustness.AttackSet (attack_set_name).
+    Feeds pipeline.report.stats.robustness_metrics (the bootstrap CIs, effects and verdicts).
+    """
+    from schemas import robustness
+
+    query = (robustness.RobustnessScore.Norm.proj("sample_idx", "distances")
+             * robustness.AttackSet.proj("attack_set_name"))
+    return _join(base, [(r, {"attack_set": r["attack_set_name"], "norm": r["norm"],
+                             "sample_idx": np.asarray(r["sample_idx"], np.int64).ravel(),
+                             "distances": np.asarray(r["distances"], np.float64).ravel()})
+                        for r in query.to_dicts()])
+
+
 def query_curves(base: pd.DataFrame) -> pd.DataFrame:
     """Best perturbation so far vs model queries, one row per (classifier, attack, point of its curve), with the
     n_samples the median is over.
@@ -149,13 +216,53 @@ def brain_likeness(base: pd.DataFrame) -> pd.DataFrame:
     """The classifier's similarity vs a neural target on held-out images, one row per (classifier, target).
 
     Source: robustness.BrainLikeness x target.TargetConfig (target_name; its kind as ``target_kind``, apart from
-    the regulariser's ``kind``).
+    the regulariser's ``kind``). ``correlation``: as trained (the regulariser's own centring and BN mode);
+    ``correlation_eval`` (where BrainLikeness has that column; NaN otherwise): eval-mode BN with per-element
+    centring.
     """
     from schemas import robustness, target
 
-    query = robustness.BrainLikeness.proj("correlation") * target.TargetConfig.proj("target_name", "kind")
+    has_eval = "correlation_eval" in robustness.BrainLikeness.heading.names
+    attrs = ("correlation", "correlation_eval") if has_eval else ("correlation",)
+    query = robustness.BrainLikeness.proj(*attrs) * target.TargetConfig.proj("target_name", "kind")
+
+    def value(r, name):
+        v = r.get(name)
+        return np.nan if v is None else float(v)
+
     return _join(base, [(r, {"target_name": r["target_name"], "target_kind": r["kind"],
-                             "correlation": float(r["correlation"])}) for r in query.to_dicts()])
+                             "correlation": float(r["correlation"]),
+                             "correlation_eval": value(r, "correlation_eval")}) for r in query.to_dicts()])
+
+
+DIAGNOSTIC_COLUMNS = ["n_images", "top1_share", "top5_share", "spectrum_exponent", "r_rank1", "r_pixel",
+                      "r_contrast", "r_luminance", "r_activity"]
+
+
+def target_diagnostics() -> pd.DataFrame:
+    """One row per computed target: target_name, kind, regulariser (its label), the diagnostics and
+    ``eigenvalue_shares`` (the leading 50 eigenvalues over the trace, an array).
+
+    Source: target.TargetDiagnostics x target.TargetConfig (an empty frame when the schema has no
+    TargetDiagnostics table yet). Feeds figures.target_spectrum and the report's target diagnostics section.
+    """
+    from pipeline.report.conditions import regulariser_label
+    from schemas import target
+
+    table = getattr(target, "TargetDiagnostics", None)
+    if table is None:
+        return pd.DataFrame()
+    names = [c for c in DIAGNOSTIC_COLUMNS + ["eigenvalue_shares"] if c in table.heading.names]
+    rows = (table.proj(*names) * target.TargetConfig.proj("target_name", "kind")).to_dicts(order_by="target_name")
+    out = []
+    for r in rows:
+        row = {"target_name": r["target_name"], "kind": r["kind"], "regulariser": regulariser_label(r["kind"])}
+        for c in names:
+            v = r.get(c)
+            row[c] = (np.asarray(v, np.float64).ravel() if c == "eigenvalue_shares" else
+                      np.nan if v is None else int(v) if c == "n_images" else float(v))
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def similarity_scans(limit: int | None = None) -> list[dict]:

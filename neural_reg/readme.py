@@ -1,4 +1,5 @@
-"""`make readme`: the README's demo table, numbers and figures, written from the demo's tables, never by hand.
+"""`make readme`: the README's demo tables (conditions with CIs, verdicts), reading and figures, written from the
+demo's tables, never by hand: every number in the generated blocks comes from them.
 
     make readme        # runs the demo (nothing is recomputed if it ran), then this module
 
@@ -41,49 +42,102 @@ def commit() -> str:
 
 
 def _mean_over_seeds(df, value: str) -> dict:
-    return df.groupby("regulariser")[value].mean().to_dict() if not df.empty else {}
+    if df.empty or value not in df.columns:
+        return {}
+    return df.dropna(subset=[value]).groupby("regulariser")[value].mean().to_dict()
 
 
-def demo_blocks() -> dict[str, str]:
-    """{'demo-table': ..., 'demo-reading': ...} from the tables of the activated schemas."""
+def _leading_shares() -> dict:
+    """{target kind: leading eigenvalue / trace}: TargetDiagnostics.top1_share where that table has rows,
+    else computed here from the target matrices."""
     from schemas import target
 
     from . import queries
-    from .report import summary_table
 
-    stamp = f"Written by `make readme` at {commit()} on {datetime.now(timezone.utc):%Y-%m-%d}, from the demo's tables."
-    base = queries.classifiers()
-    if base.empty:
-        raise NeuralRegError("no trained classifiers: run the demo first (make demo)")
-    base = queries.restrict(base, queries.experiments(base)[0])
-    seeds = int(base.groupby(["regulariser", "alpha"]).size().min())
-    scores = queries.scores(base)
-    l2 = _mean_over_seeds(scores[scores["norm"] == "L2"], "median") if not scores.empty else {}
-    bl = queries.brain_likeness(base)
-    bl = _mean_over_seeds(bl[bl["target_kind"] == "neural-model"], "correlation") if not bl.empty else {}
+    diagnostics = queries.target_diagnostics()
+    if not diagnostics.empty and "top1_share" in diagnostics.columns:
+        return {k: float(v) for k, v in zip(diagnostics["kind"], diagnostics["top1_share"]) if np.isfinite(v)}
     share = {}
     for kind, S in zip(*(target.Target * target.TargetConfig).to_arrays("kind", "similarity")):
         S = np.asarray(S, np.float64)
         share.setdefault(kind, float(np.linalg.eigvalsh(S)[-1] / np.trace(S)))
-    table = f"```\n{summary_table()}\n```\n\n{stamp}"
+    return share
 
-    def pct(kind):
-        return f"{100 * share[kind]:.0f}%" if kind in share else "n/a"
 
-    def num(d, k, digits):
-        return f"{d[k]:.{digits}f}" if k in d else "n/a"
+def _cells(verdicts, claim: str) -> str:
+    """'median L2 yes: +31% [+12%, +52%], ...' for one claim row (cells without a value left out)."""
+    row = verdicts.loc[claim]
+    return ", ".join(f"{metric} {cell}" for metric, cell in row.items() if cell not in ("n/a", "not trained"))
 
-    reading = (
-        "Read it as what it is: a pipeline check on toy data, not the paper's result. The predictive model's "
-        "similarity of the simulated population is dominated by one factor (its leading eigenvector carries "
-        f"{pct('neural-model')} of the target's trace, against {pct('neural-data')} for single-trial data and "
-        f"{pct('pixel')} for pixels). Median minimal L2 perturbation, mean over {seeds} seeds: "
-        + ", ".join(f"{k} {num(l2, k, 2)}" for k in ("None", "Shuffle", "Pixel", "Neural")) +
-        ". Brain-likeness (r with the neural-model target on held-out images): "
-        + ", ".join(f"{k} {num(bl, k, 2)}" for k in ("Neural", "None", "Shuffle", "Pixel")) +
-        f". With {seeds} seeds per condition these comparisons are unresolved; whether neural data beat the "
-        "controls on real scans and CIFAR is what the full-scale run below answers.\n\n" + stamp)
-    return {"demo-table": table, "demo-reading": reading}
+
+def verdict_reading(result: dict | None, subject: str = "Neural") -> str:
+    """What the simulated Neural target does, with its CIs, and whether the positive control shows a gain:
+    every number from the verdict table (pipeline.report.stats.verdict_table)."""
+    from pipeline.report.conditions import is_adversarial
+
+    if result is None:
+        return "There are no robustness results yet, so no verdicts."
+    verdicts, claims = result["verdicts"], result["claims"]
+    mine = claims[claims["regulariser"] == subject]
+    parts = []
+    if len(mine):
+        counts = mine["verdict"].value_counts()
+        rows = [c for c in verdicts.index if c.startswith(f"{subject} ") and _cells(verdicts, c)]
+        parts.append(f"The simulated {subject} target (effect [corrected 95 % CI], per metric): "
+                     + "; ".join(f"{c.replace(' beats ', ' against ', 1)}: {_cells(verdicts, c)}" for c in rows)
+                     + f". Of its {len(mine)} claim x metric cells, {int(counts.get('yes', 0))} are 'yes' (beats), "
+                     f"{int(counts.get('no', 0))} 'no' (worse) and {int(counts.get('unresolved', 0))} unresolved.")
+    else:
+        parts.append(f"No {subject}-regularised classifier has robustness results, so no {subject} verdicts.")
+    positive = claims[claims["regulariser"].map(is_adversarial)]
+    if len(positive):
+        label = next(c for c in verdicts.index if is_adversarial(c.split(" beats ")[0]))
+        seen = sorted(set(positive.loc[positive["verdict"] == "yes", "metric"]))
+        parts.append(f"The positive control, {label.replace(' beats ', ' against ', 1)}: {_cells(verdicts, label)}; "
+                     + (f"so the evaluation can see a robustness gain ({', '.join(seen)})." if seen else
+                        "so this evaluation does not resolve even an adversarially trained classifier's gain, "
+                        "and an unresolved Neural cell says little."))
+    else:
+        parts.append("No adversarially trained classifier (positive control) is in this experiment, so whether "
+                     "the evaluation could see a gain is not shown.")
+    return " ".join(parts)
+
+
+def demo_blocks() -> dict[str, str]:
+    """{'demo-table', 'demo-verdicts', 'demo-reading'} from the tables of the activated schemas."""
+    from .report import demo_tables
+
+    stamp = f"Written by `make readme` at {commit()} on {datetime.now(timezone.utc):%Y-%m-%d}, from the demo's tables."
+    tables = demo_tables()
+    if tables is None:
+        raise NeuralRegError("no trained classifiers: run the demo first (make demo)")
+    base = tables["frames"]["base"]
+    seeds = int(base.groupby(["regulariser", "alpha"]).size().min())
+    bl = tables["frames"]["brain"]
+    bl = bl[bl["target_kind"] == "neural-model"] if not bl.empty else bl
+    trained, evaluated = _mean_over_seeds(bl, "correlation"), _mean_over_seeds(bl, "correlation_eval")
+    share = _leading_shares()
+    present = [k for k in ("neural-model", "neural-data", "pixel", "contrast-energy") if k in share]
+    names = {"neural-model": "the Neural (model) target", "neural-data": "single-trial data", "pixel": "pixels",
+             "contrast-energy": "contrast energy"}
+    target_text = ("The leading eigenvector of a target's similarity matrix carries "
+                   + ", ".join(f"{100 * share[k]:.0f}%" + (" of the trace" if i == 0 else "") + f" for {names[k]}"
+                               for i, k in enumerate(present)) + ". ") if present else ""
+    order = [r for r in ("Neural", "None", "Shuffle", "Pixel", "Adversarial (PGD)") if r in trained]
+    brain_text = ""
+    if order:
+        brain_text = (" Brain-likeness (r with the neural-model target on held-out images, mean over seeds), as "
+                      "trained: " + ", ".join(f"{k} {trained[k]:.2f}" for k in order))
+        if evaluated:
+            brain_text += "; eval-mode: " + ", ".join(f"{k} {evaluated[k]:.2f}" for k in order if k in evaluated)
+        brain_text += "."
+    reading = ("Read it as what it is: a pipeline check on toy data, not the paper's result, "
+               f"{seeds} seed{'s' if seeds != 1 else ''} per condition. {target_text}{verdict_reading(tables['result'])}{brain_text} Whether "
+               "neural data beat the controls on real scans and CIFAR is what the full-scale run below answers."
+               f"\n\n{stamp}")
+    return {"demo-table": f"```\n{tables['conditions']}\n```\n\n{stamp}",
+            "demo-verdicts": f"```\n{tables['verdicts']}\n```\n\n{stamp}",
+            "demo-reading": reading}
 
 
 def write_readme(report_dir: Path = ROOT / "reports" / "demo", readme: Path = ROOT / "README.md") -> Path:

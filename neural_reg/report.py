@@ -3,7 +3,15 @@
 The database is read once (:func:`experiment_frames`, :func:`neural_section`); :func:`experiment_sections` and
 :func:`summary_frame` work on the frames of ``neural_reg.queries`` alone, so they run without a database.
 Conditions are (regulariser, alpha): every table shows alpha in its own column, and scores of two attack sets
-(or noise / corruption configurations) are never mixed: each gets its own figure, columns or table rows.
+(or noise / corruption configurations) are never mixed: each gets its own figure, columns or table rows. The
+adversarially trained classifier (TrainConfig with ``adversarial``) is the condition 'Adversarial (PGD)' of the
+experiment of its plain schedule (queries.classifiers).
+
+Per experiment, :func:`robustness_statistics` gives the conditions with 95 % CIs, the effects of every condition
+against None and each control, and the verdict table ('Neural beats <None / each control>', 'Adversarial (PGD)
+beats None': yes / no / unresolved), by the hierarchical bootstrap of pipeline.report.stats; the demo prints the
+first two (:func:`summary_table`). The target diagnostics section (target.TargetDiagnostics) and both definitions
+of brain-likeness (as trained, eval-mode) are on the page too.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ from . import queries
 
 # the frames one experiment's sections are drawn from: name -> the queries function that fetches it
 FRAMES = {"noise": queries.noise, "scores": queries.scores, "curves": queries.query_curves,
-          "gammas": queries.layer_weights, "corruptions": queries.corruptions, "brain": queries.brain_likeness}
+          "gammas": queries.layer_weights, "corruptions": queries.corruptions, "brain": queries.brain_likeness,
+          "samples": queries.score_samples}
 
 
 def _groups(df: pd.DataFrame, column: str):
@@ -80,16 +89,112 @@ def summary_frame(base: pd.DataFrame, noise: pd.DataFrame, scores: pd.DataFrame)
     return pd.DataFrame(rows)
 
 
-def summary_table() -> str:
-    """The demo's printed table: for the experiment with the most classifiers."""
+def robustness_statistics(frames: dict, n_boot: int = stats.N_BOOT, seed: int = stats.BOOT_SEED) -> dict | None:
+    """The bootstrap statistics of one experiment's frames (pipeline.report.stats, module docstring), or None
+    when it has no robustness rows.
+
+    frames: as :func:`experiment_frames` ('base', 'samples', 'noise', 'corruptions'; missing ones count as
+    empty). Returns {'metrics', 'intervals' (condition_intervals, clean accuracy first), 'effects' (every
+    condition against None and each control), 'claims' (claim_effects), 'verdicts' (verdict_table)}.
+    """
+    get = {name: frames.get(name) for name in ("base", "samples", "noise", "corruptions")}
+    metrics = stats.robustness_metrics(get["samples"], get["noise"], get["corruptions"])
+    if not metrics:
+        return None
+    base = get["base"]
+    clean = []
+    if base is not None and len(base) and "test_accuracy" in base.columns:
+        base = base if "alpha" in base.columns else base.assign(alpha=0.0)
+        clean = [stats.Metric("clean acc", base[["regulariser", "alpha", "seed"]],
+                              base["test_accuracy"].to_numpy(np.float64), "mean", "linear", per_sample=False)]
+    intervals = stats.condition_intervals(clean + metrics, n_boot=n_boot, seed=seed)
+    claims = stats.claim_effects(metrics, n_boot=n_boot, seed=seed)
+    return {"metrics": metrics, "intervals": intervals, "effects": stats.effect_table(metrics, n_boot=n_boot,
+                                                                                       seed=seed),
+            "claims": claims, "verdicts": stats.verdict_table(claims, metrics=[m.name for m in metrics])}
+
+
+def _samples_note(metrics) -> str:
+    n = sorted({m.n_samples for m in metrics if m.per_sample})
+    return f"{'/'.join(map(str, n))} attacked test samples" if n else "no per-sample data"
+
+
+def intervals_caption(result: dict) -> str:
+    """What the conditions-with-CIs table shows, with its n."""
+    return ("estimate [95 % CI] per condition: clean, noise (mean over the non-zero stds) and corruption accuracy: "
+            "mean over seeds, CI from a bootstrap over seeds; median L2 / Linf: mean over seeds of each "
+            "classifier's median minimal perturbation, CI from a hierarchical bootstrap over seeds and, within "
+            f"seed, over the {_samples_note(result['metrics'])} (shared by all classifiers); "
+            f"{stats.N_BOOT} replicates, seed-level t correction (pipeline.report.stats)")
+
+
+def verdicts_caption(result: dict) -> str:
+    """What the verdict table shows, with its family size."""
+    claims = result["claims"]
+    m = int(np.isfinite(claims["p_value"]).sum()) if len(claims) else 0
+    return ("verdict per claim and metric: 'yes' = beats at 95 % after Benjamini-Hochberg over the "
+            f"{m} cells with a p value, 'no' = significantly worse, 'unresolved' = neither; effect (median "
+            "perturbation: % change of the condition-mean median; accuracy: difference in percentage points) "
+            "[FCR-adjusted CI]; paired by test sample, hierarchical bootstrap over seeds and samples")
+
+
+def demo_tables() -> dict | None:
+    """The demo's tables for the experiment with the most classifiers: {'title', 'experiment', 'frames',
+    'result' (:func:`robustness_statistics`, None without robustness rows), 'conditions' and 'verdicts' (text)};
+    None without trained classifiers."""
     base = queries.classifiers()
     if base.empty:
-        return "no trained classifiers yet"
+        return None
     experiment = queries.experiments(base)[0]
-    base = queries.restrict(base, experiment)
-    table = summary_frame(base, queries.noise(base), queries.scores(base))
+    frames = experiment_frames(base, experiment, {name: FRAMES[name](base)
+                                                  for name in ("noise", "samples", "corruptions", "scores", "brain")})
+    result = robustness_statistics(frames)
     title = ", ".join(f"{k}={v}" for k, v in experiment.items())
-    return f"{title}  (mean ± sd over seeds)\n" + table.to_string(index=False)
+    if result is None:
+        conditions_text = (f"{title}  (mean ± sd over seeds)\n"
+                           + summary_frame(frames["base"], frames["noise"], frames["scores"]).to_string(index=False))
+        verdicts_text = "no robustness rows yet: no verdicts"
+    else:
+        conditions_text = (f"{title}\n{intervals_caption(result)}\n"
+                           + figures.interval_table(result["intervals"]).to_string())
+        verdicts_text = f"{verdicts_caption(result)}\n" + result["verdicts"].to_string()
+    return {"title": title, "experiment": experiment, "frames": frames, "result": result,
+            "conditions": conditions_text, "verdicts": verdicts_text}
+
+
+def summary_table() -> str:
+    """The demo's printed table: the conditions with CIs, then the verdict table (experiment with the most
+    classifiers)."""
+    tables = demo_tables()
+    if tables is None:
+        return "no trained classifiers yet"
+    return f"{tables['conditions']}\n\n{tables['verdicts']}"
+
+
+def target_section(outdir: Path, diagnostics: pd.DataFrame) -> dict:
+    """Target diagnostics: a table of target.TargetDiagnostics per target and the spectrum figure (Source:
+    queries.target_diagnostics); a 'missing' note when the table is absent or empty."""
+    title = "Targets: how low-rank each target is and which image statistic it follows"
+    if diagnostics is None or diagnostics.empty:
+        return {"title": title, "missing": (
+            "Not drawn: target.TargetDiagnostics has no rows (or the schema has no such table yet). Populate: "
+            "neural-reg populate TargetDiagnostics.")}
+    section = {"title": title,
+               "text": ("Per target (target.TargetDiagnostics): top1/top5_share = the leading 1 / 5 eigenvalues over "
+                        "the trace; spectrum_exponent = alpha of lambda_r ~ r^-alpha; r_* = Pearson r of the "
+                        "off-diagonal entries with the rank-1 part and with the pixel, contrast-energy, "
+                        "local-luminance and population-activity targets of the same images (NaN: undefined or "
+                        "not available). A target that is mostly one component, or follows contrast, regularises "
+                        "towards that image statistic rather than towards neural data."),
+               "tables": [("target.TargetDiagnostics, one row per target", figures.target_diagnostics_table(
+                   diagnostics))]}
+    if "eigenvalue_shares" in diagnostics.columns:
+        path = figures.save(figures.target_spectrum(diagnostics), Path(outdir) / "target_spectrum.png")
+        n = int(max(np.size(v) for v in diagnostics["eigenvalue_shares"]))
+        section["images"] = [(path, f"Target spectra: the leading {n} eigenvalues over the trace against rank "
+                                    "(log-log) and their cumulative share, one line per target; from "
+                                    f"target.TargetDiagnostics.eigenvalue_shares ({len(diagnostics)} targets).")]
+    return section
 
 
 def _n_scans(n: int) -> str:
@@ -246,6 +351,53 @@ def _samples(df: pd.DataFrame, column: str = "n_samples") -> str:
     return f", {'/'.join(map(str, v))} test samples per classifier"
 
 
+def with_median_ci(scores: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """``scores`` with each classifier's bootstrap 95 % CI of its median minimal perturbation (median_ci_low,
+    median_ci_high; pipeline.report.stats.median_ci over its attacked samples) where ``samples`` (queries.
+    score_samples) has its row; unchanged when samples is empty."""
+    if samples is None or samples.empty:
+        return scores
+    keys = [c for c in ("regulariser", "alpha", "seed", "attack_set", "norm") if c in scores.columns
+            and c in samples.columns]
+    distances = list(samples["distances"])
+    if len({np.size(d) for d in distances}) == 1:  # one batch: the same samples for every classifier
+        _, lo, hi = stats.median_ci(np.stack(distances))
+    else:
+        lo, hi = (np.array([stats.median_ci(d)[k][0] for d in distances]) for k in (1, 2))
+    ci = samples[keys].assign(median_ci_low=lo, median_ci_high=hi)
+    out = scores.merge(ci, on=keys, how="left")
+    columns = list(scores.columns)
+    at = columns.index("median") + 1 if "median" in columns else len(columns)
+    return out[columns[:at] + ["median_ci_low", "median_ci_high"] + columns[at:]]
+
+
+def statistics_section(outdir: Path, tag: str, title: str, result: dict) -> dict:
+    """Conditions with CIs, the verdict table, the effects of every condition against None and the controls,
+    and their forest plot (:func:`robustness_statistics`)."""
+    effects = result["effects"]
+    section = {"title": f"Robustness with confidence intervals, and verdicts ({title})",
+               "text": ("Every classifier is attacked on the same test samples, so conditions are compared paired "
+                        "by sample: a hierarchical bootstrap resamples seeds within each condition and the shared "
+                        "samples jointly (pipeline.report.stats). 'Neural beats X' is 'yes' only when the gain "
+                        "survives the Benjamini-Hochberg correction over the verdict table; the positive control "
+                        "(Adversarial (PGD): adversarially trained, no regulariser) shows whether this evaluation "
+                        "can see a robustness gain at all."),
+               "tables": [("Conditions: " + intervals_caption(result), figures.interval_table(result["intervals"])),
+                          ("Verdicts: " + verdicts_caption(result), result["verdicts"])]}
+    if len(effects):
+        shown = effects.drop(columns=[c for c in ("scale",) if c in effects.columns])
+        section["tables"].append(("Every condition against None and each control at the same alpha (effect: "
+                                  "log-ratio for the median perturbations, difference for accuracies; "
+                                  "Benjamini-Hochberg over this table)", shown.reset_index(drop=True)))
+        path = figures.save(figures.fig_effects(result["claims"]) if len(result["claims"]) else
+                            figures.fig_effects(effects), Path(outdir) / f"effects_{tag}.png")
+        section["images"] = [(path, "Effects of the verdict table's claims with their FCR-adjusted CIs, coloured "
+                                    "by verdict (green yes, red no, grey unresolved); from the hierarchical "
+                                    f"bootstrap ({_samples_note(result['metrics'])}, "
+                                    f"{_n_of(result['metrics'][0].rows)}).")]
+    return section
+
+
 def experiment_sections(outdir: Path, experiment: dict, frames: dict) -> list[dict]:
     """The sections of one experiment from its frames (:func:`experiment_frames`; missing ones count as empty).
 
@@ -262,6 +414,9 @@ def experiment_sections(outdir: Path, experiment: dict, frames: dict) -> list[di
                          "classifier.TrainedClassifier (clean accuracy), robustness.NoiseRobustness (accuracy at "
                          "each noise std), robustness.RobustnessScore.Norm (median minimal perturbation).",
                  "tables": [summary_frame(base, noise, scores)]}]
+    result = robustness_statistics(get)
+    if result is not None:
+        sections.append(statistics_section(outdir, tag, title, result))
     compare_text = ("Paired by seed; each regulariser against None and against each control (Shuffle, Pixel, "
                     "Random, VGG) at the same alpha, once per pair, with the 95 % CI of the mean difference and "
                     "Benjamini-Hochberg adjusted p values (a gain a control also gives is not a gain of neural "
@@ -333,7 +488,8 @@ def experiment_sections(outdir: Path, experiment: dict, frames: dict) -> list[di
         if _has_reference(scores):
             tables.append(("Median minimal perturbation, paired comparisons (robustness.RobustnessScore.Norm)",
                            comparison_view(score_comparisons(scores))))
-        shown = sort_conditions(scores, then=[c for c in ("attack_set", "norm") if c in scores.columns])
+        shown = sort_conditions(with_median_ci(scores, get["samples"]),
+                                then=[c for c in ("attack_set", "norm") if c in scores.columns])
         shown = shown.drop(columns=[c for c in ("kind", *queries.EXPERIMENT) if c in shown.columns]
                            ).reset_index(drop=True)  # the experiment is the section's; no index column
         tables.append(("Scores per classifier (robustness.RobustnessScore.Norm): median minimal perturbation, "
@@ -363,11 +519,14 @@ def experiment_sections(outdir: Path, experiment: dict, frames: dict) -> list[di
                                     for name, rows in _groups(get["corruptions"], "corruption_name")]})
     brain = get["brain"]
     if not brain.empty:
-        table = stats.summary_with_spread(brain, "correlation", ["target_name", "regulariser", "alpha"])
+        named = " and ".join(f"'{v}'" for k, v in figures.BRAIN_LIKENESS_NAMES.items() if k in brain.columns
+                             and not pd.to_numeric(brain[k], errors="coerce").isna().all())
         sections.append({"title": "Brain-likeness: the classifier's similarity vs neural targets (held-out images)",
-                         "text": f"Mean ± SEM over seeds, per target and condition; from robustness.BrainLikeness "
+                         "text": f"Mean ± SEM over seeds, per target and condition, of {named}: 'as trained' "
+                                 "uses the regulariser's own centring and BN mode; 'eval-mode' eval-mode BN with "
+                                 "per-element centring; from robustness.BrainLikeness "
                                  f"({_n_of(brain)}).",
-                         "tables": [sort_conditions(table, then=["target_name"]).reset_index(drop=True)]})
+                         "tables": [figures.brain_likeness_table(brain)]})
     return sections
 
 
@@ -399,6 +558,7 @@ def build_report(outdir) -> Path:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     sections = neural_section(outdir)
+    sections.append(target_section(outdir, queries.target_diagnostics()))
     base = queries.classifiers()
     frames = {name: fetch(base) for name, fetch in FRAMES.items()}  # each table read once
     experiments = queries.experiments(base)

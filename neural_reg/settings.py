@@ -11,6 +11,20 @@ DataJoint's ``dj.config`` rejects unknown keys, so neural-reg keeps its settings
    that looks like a password at any depth, ``password``, ``passwd``, ``pass``, ``pwd`` in any case, is refused,
    and so is an unknown key or a value of the wrong type, with the key named and the fix);
 3. defaults: prefix ``neuralreg``, home ``./.neural-reg`` (the private server, checkpoints, reports).
+
+The database a DataJoint user already configured is honoured too. Each connection field is taken from the first
+source that has it (README, "Configuration: which setting wins"):
+
+- host, port, user, backend (``mysql`` for MySQL/MariaDB, or ``postgresql``), database name (PostgreSQL):
+  ``DJ_HOST`` / ``DJ_PORT`` / ``DJ_USER`` / ``DJ_BACKEND`` / ``DJ_DATABASE_NAME``, then ``neural-reg.json``'s
+  ``database`` section, then DataJoint's ``datajoint.json`` (found as DataJoint finds it: the working directory
+  or a parent, up to the repository's root), then (the user only) its ``.secrets/database.user``;
+- the password: ``DJ_PASS``, then ``database.password_file`` of ``neural-reg.json``, then ``datajoint.json``'s
+  ``database.password``, then ``.secrets/database.password`` (beside datajoint.json, else
+  ``/run/secrets/datajoint/``);
+- ``DJ_IGNORE_CONFIG_FILE=true`` skips datajoint.json and its secrets, as it does for DataJoint.
+
+A host from any of these means that server is used; with none, the private server of the backend starts.
 """
 
 from __future__ import annotations
@@ -40,6 +54,11 @@ class Settings:
     port: int | None = None
     user: str | None = None
     password_file: Path | None = None
+    # "mysql" (MySQL or MariaDB) or "postgresql", DataJoint's names: the shared server's kind, or which private one
+    backend: str = "mysql"
+    database_name: str | None = None  # PostgreSQL: the database holding the schemas (DataJoint's database.name)
+    datajoint_file: Path | None = None  # the datajoint.json honoured (DataJoint's own configuration), if any
+    secrets_dir: Path | None = None  # its .secrets/ (or /run/secrets/datajoint), if any
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -53,15 +72,20 @@ CONFIG_FIELDS: dict = {
     "prefix": str,
     "home": str,
     "data_dir": str,
-    "database": {"host": str, "port": int, "user": str, "password_file": str},
+    "database": {"host": str, "port": int, "user": str, "password_file": str, "backend": str, "name": str},
+    # where <npfile@bulk> columns keep their objects: a folder or an S3 / MinIO bucket (neural_reg.stores)
+    "store": {"protocol": str, "location": str, "endpoint": str, "bucket": str, "access_key": str,
+              "secret_key_file": str},
 }
+# DataJoint's backend names, and the other names people use for them
+BACKENDS = {"mysql": "mysql", "mariadb": "mysql", "postgresql": "postgresql", "postgres": "postgresql"}
 CONFIG_EXAMPLE = ('{"prefix": "alice", "data_dir": "/data/neural-reg", '
                   '"database": {"host": "db.lab:3306", "user": "alice", "password_file": "~/.neural-reg-pass"}}')
 _TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", bool: "true or false", float: "a number",
                list: "a list", type(None): "null"}
 # a key that looks like it holds a secret: password, passwd, pass, pwd, DJ_PASS, rootPassword, passphrase ...
 _SECRET_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
-_NOT_SECRET_KEYS = {"password_file"}
+_NOT_SECRET_KEYS = {"password_file", "secret_key_file"}
 
 
 def _type_name(value) -> str:
@@ -169,10 +193,19 @@ def load_settings() -> Settings:
         port = check_port(os.environ["DJ_PORT"], "DJ_PORT")
     else:
         port = check_port(db["port"], f"{where}: field 'database.port'") if "port" in db else None
-    host = os.environ.get("DJ_HOST") or db.get("host")
+    dj_data, dj_file, secrets_dir = read_datajoint_config()
+    dj_where = f"{dj_file}: field 'database.port'"
+    if port is None and dj_data.get("port") is not None:
+        port = check_port(dj_data["port"], dj_where)
+    host = os.environ.get("DJ_HOST") or db.get("host") or dj_data.get("host")
     if host and ":" in host:
         check_port(host.rpartition(":")[2], "DJ_HOST" if os.environ.get("DJ_HOST") else f"{where}: field "
-                   "'database.host'")
+                   "'database.host'" if db.get("host") else f"{dj_file}: field 'database.host'")
+    backend = check_backend(*next(((v, w) for v, w in (
+        (os.environ.get("DJ_BACKEND"), "DJ_BACKEND"), (db.get("backend"), f"{where}: field 'database.backend'"),
+        (dj_data.get("backend"), f"{dj_file}: field 'database.backend'")) if v), ("mysql", "default")))
+    user = (os.environ.get("DJ_USER") or db.get("user") or dj_data.get("user")
+            or _read_secret(secrets_dir, "database.user"))
     password_file = db.get("password_file")
     return Settings(
         prefix=prefix,
@@ -181,6 +214,104 @@ def load_settings() -> Settings:
         config_file=config_file,
         host=host,
         port=port,
-        user=os.environ.get("DJ_USER") or db.get("user"),
+        user=user,
         password_file=Path(password_file).expanduser() if password_file else None,
+        backend=backend,
+        database_name=os.environ.get("DJ_DATABASE_NAME") or db.get("name") or dj_data.get("name"),
+        datajoint_file=dj_file,
+        secrets_dir=secrets_dir,
     )
+
+
+def check_backend(value: str, source: str) -> str:
+    backend = BACKENDS.get(str(value).strip().lower())
+    if backend is None:
+        raise SettingsError(f"{source}: backend {value!r} is not known. Fix: 'mysql' (MySQL or MariaDB) or "
+                            "'postgresql'.")
+    return backend
+
+
+# -- DataJoint's own configuration: datajoint.json, its .secrets/, as DataJoint 2.3.5 finds them -----------------
+DATAJOINT_FILE = "datajoint.json"
+SYSTEM_SECRETS_DIR = Path("/run/secrets/datajoint")
+_DATAJOINT_FIELDS = ("host", "port", "user", "password", "backend", "name")
+
+
+def _find_datajoint_file(start: Path | None = None) -> Path | None:
+    """datajoint.json in the working directory or a parent, stopping at a repository's root (.git / .hg), as
+    ``datajoint.settings.find_config_file`` searches."""
+    current = (start or Path.cwd()).resolve()
+    while True:
+        if (current / DATAJOINT_FILE).is_file():
+            return current / DATAJOINT_FILE
+        if (current / ".git").exists() or (current / ".hg").exists() or current == current.parent:
+            return None
+        current = current.parent
+
+
+def _read_secret(secrets_dir: Path | None, name: str) -> str | None:
+    if secrets_dir is None or not (secrets_dir / name).is_file():
+        return None
+    try:
+        return (secrets_dir / name).read_text().strip() or None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SettingsError(f"{secrets_dir / name}: cannot be read ({type(err).__name__}). Fix: check the file "
+                            "(one line; chmod 600).") from None
+
+
+def read_datajoint_config() -> tuple[dict, Path | None, Path | None]:
+    """The ``database`` fields of DataJoint's own configuration: (fields, datajoint.json, secrets directory).
+
+    As DataJoint reads them: ``datajoint.json`` (nested ``{"database": {"host": ...}}`` or flat
+    ``{"database.host": ...}``) found from the working directory upwards; ``.secrets/`` beside it, else
+    ``/run/secrets/datajoint/``; none of them when ``DJ_IGNORE_CONFIG_FILE`` is true. A password is not returned
+    (see :func:`datajoint_password`).
+    """
+    if os.environ.get("DJ_IGNORE_CONFIG_FILE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return {}, None, None
+    path = _find_datajoint_file()
+    fields: dict = {}
+    if path is not None:
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise SettingsError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}). "
+                                "Fix: correct the file (DataJoint's configuration), or set "
+                                "DJ_IGNORE_CONFIG_FILE=true.") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise SettingsError(f"{path}: cannot be read ({type(err).__name__}). Fix: check the file.") from None
+        if not isinstance(data, dict):
+            raise SettingsError(f"{path}: expected a JSON object at the top level, got {_type_name(data)}. Fix: "
+                                'e.g. {"database": {"host": "db.lab", "user": "alice"}}.')
+        nested = data.get("database") if isinstance(data.get("database"), dict) else {}
+        for key in _DATAJOINT_FIELDS:
+            value = data.get(f"database.{key}", nested.get(key))
+            if value is None or key == "password":
+                continue
+            if key == "port" and (isinstance(value, bool) or not isinstance(value, (int, str))):
+                raise SettingsError(f"{path}: field 'database.port' must be an integer. Fix: e.g. \"port\": 3306.")
+            if key != "port" and not isinstance(value, str):
+                raise SettingsError(f"{path}: field 'database.{key}' must be a string, got {_type_name(value)}. "
+                                    f"Fix: e.g. \"{key}\": \"...\".")
+            fields[key] = value
+    secrets_dir = None
+    if path is not None and (path.parent / ".secrets").is_dir():
+        secrets_dir = path.parent / ".secrets"
+    elif SYSTEM_SECRETS_DIR.is_dir():
+        secrets_dir = SYSTEM_SECRETS_DIR
+    return fields, path, secrets_dir
+
+
+def datajoint_password(settings: Settings) -> str | None:
+    """The password DataJoint's own configuration gives: ``database.password`` in datajoint.json, else the file
+    ``database.password`` of its secrets directory; None if neither."""
+    if settings.datajoint_file is not None:
+        try:
+            data = json.loads(settings.datajoint_file.read_text())
+        except (OSError, ValueError):
+            data = {}
+        nested = data.get("database") if isinstance(data, dict) and isinstance(data.get("database"), dict) else {}
+        value = data.get("database.password", nested.get("password")) if isinstance(data, dict) else None
+        if isinstance(value, str) and value:
+            return value
+    return _read_secret(settings.secrets_dir, "database.password")

@@ -74,21 +74,31 @@ def ingest_filetree(path, animal_id=None, session=None, scan_idx=None, image_set
                                  image_set_description=f"stimuli of {path.name}")
 
 
+# Bumped whenever the simulator's output changes, so scans and images of an older simulator in a database are
+# never taken for the current one's (the default animal and image-set names carry it).
+SIMULATOR_GENERATION = 2
+
+
+def simulated_animal_id(seed: int) -> str:
+    """The default animal id of the simulator's model animal ``seed`` (of this simulator generation)."""
+    return f"sim{seed}-g{SIMULATOR_GENERATION}"
+
+
 def ingest_simulated(n_scans=3, n_neurons=500, n_images=1000, n_oracle_images=50, n_repeats=10, seed=0,
                      animal_id=None, progress=True) -> list[dict]:
     """Simulate scans of one model animal and ingest each (a scan already present is an error)."""
     from pipeline.recording.simulator import simulate_scans
     from schemas import recording
 
-    animal_id = animal_id or f"sim{seed}"
-    image_set = f"sim{seed}-{n_images}+{n_oracle_images}"
+    animal_id = animal_id or simulated_animal_id(seed)
+    image_set = f"sim{seed}-g{SIMULATOR_GENERATION}-{n_images}+{n_oracle_images}"
     scans = simulate_scans(n_scans=n_scans, n_neurons=n_neurons, n_images=n_images,
                            n_oracle_images=n_oracle_images, n_repeats=n_repeats, seed=seed)
     keys = []
     for index, scan in enumerate(scans, start=1):
         keys.append(recording.ingest_scan(
             scan, {"animal_id": animal_id, "session": 1, "scan_idx": index}, image_set=image_set,
-            source_format="simulator", image_provenance="crop of a photograph bundled with scikit-image/-learn",
+            source_format="simulator", image_provenance="crop of a photograph bundled with an installed package",
             image_set_description=f"simulator seed {seed}: {n_images} images + {n_oracle_images} oracle images"))
     return keys
 

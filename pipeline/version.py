@@ -43,3 +43,12 @@ def describe(info: dict | None = None, short: bool = False) -> str:
         commit = info["git_commit"][:7] if short else info["git_commit"]
         return f"git {commit}" + (" (uncommitted changes)" if info["git_dirty"] else "")
     return f"{PACKAGE_NAME} {info['version']}" if info["version"] else "unknown"
+
+
+def runtime_versions() -> str:
+    """'torch=X, numpy=Y, code=<git commit or package version>': what a trained row records beside its device and
+    torch thread count (CPU training is bit-reproducible only at the same versions, device and thread count)."""
+    import numpy as np
+    import torch
+
+    return f"torch={torch.__version__}, numpy={np.__version__}, code={describe(short=True)}"

@@ -6,9 +6,10 @@
     recording.Scan()
 
 Declaring takes turns: whatever of a prefix is not declared yet (schemas, tables, job tables) is declared under
-the server-wide lock ``neural-reg-setup-<prefix>`` (``GET_LOCK``), so many workers starting at once on a new
-prefix all succeed: one declares, the others wait for it and then find everything declared. ``setup()``
-(``neural-reg db setup``) declares all of it once, so that workers and analysts never need DDL privileges.
+the server-wide lock ``neural-reg-setup-<prefix>`` (``GET_LOCK``; ``pg_try_advisory_lock`` on PostgreSQL), so
+many workers starting at once on a new prefix all succeed: one declares, the others wait for it and then find
+everything declared. ``setup()`` (``neural-reg db setup``) declares all of it once, so that workers and analysts
+never need DDL privileges.
 """
 
 from __future__ import annotations
@@ -81,23 +82,24 @@ def setup_lock_name(prefix: str) -> str:
 def setup_lock(connection, prefix: str, timeout: float = SETUP_LOCK_TIMEOUT_S):
     """Hold the server-wide lock on declaring ``prefix``'s schemas inside the block (released when the block ends
     or the connection closes)."""
-    from neural_reg.database import DatabaseError
+    from neural_reg.database import DatabaseError, acquire_lock, end_connection_sql, lock_holder, release_lock
 
     name = setup_lock_name(prefix)
-    got = connection.query("SELECT GET_LOCK(%s, %s)", args=(name, int(timeout))).fetchone()[0]
-    if got != 1:
-        holder = connection.query("SELECT IS_USED_LOCK(%s)", args=(name,)).fetchone()[0]
+    if not acquire_lock(connection, name, timeout):  # GET_LOCK, or pg_try_advisory_lock on PostgreSQL
+        holder = lock_holder(connection, name)
         raise DatabaseError(f"waited {timeout:.0f} s for another process declaring the schemas of prefix "
                             f"'{prefix}' (server connection {holder}, lock '{name}'). Fix: wait for it and try "
-                            f"again; if it hangs, end that connection (KILL {holder}).")
+                            f"again; if it hangs, end that connection ({end_connection_sql(connection, holder)}).")
     try:
         yield
     finally:
-        connection.query("SELECT RELEASE_LOCK(%s)", args=(name,))
+        release_lock(connection, name)
 
 
 def _lock_free(connection, prefix: str) -> bool:
-    return connection.query("SELECT IS_FREE_LOCK(%s)", args=(setup_lock_name(prefix),)).fetchone()[0] == 1
+    from neural_reg.database import lock_free
+
+    return lock_free(connection, setup_lock_name(prefix))
 
 
 def _activate_modules(prefix: str, connection, create_tables: bool) -> None:
@@ -182,6 +184,7 @@ def activate(prefix: str | None = None, connection=None, create_tables: bool = T
     settings = load_settings()
     prefix = check_prefix(prefix, "prefix argument") if prefix else settings.prefix
     connection = connection or connect(settings)
+    configure_store(settings)  # the store of the <npfile@bulk> columns (neural_reg.stores)
     # tables first, then the lock: a declarer that has created the last table still holds the lock
     if create_tables and (missing_tables(connection, prefix) or not _lock_free(connection, prefix)):
         _declare(prefix, connection)
@@ -199,6 +202,7 @@ def setup(prefix: str | None = None, connection=None) -> dict:
     settings = load_settings()
     prefix = check_prefix(prefix, "prefix argument") if prefix else settings.prefix
     connection = connection or connect(settings)
+    configure_store(settings)
     before = set(missing_tables(connection, prefix))
     _declare(prefix, connection)
     left = missing_tables(connection, prefix)
@@ -208,10 +212,21 @@ def setup(prefix: str | None = None, connection=None) -> dict:
 
 
 def drop_all(prefix: str, connection) -> None:
-    """Drop every schema of a prefix, downstream first (test teardown, `neural-reg db drop`)."""
+    """Drop every schema of a prefix, downstream first (test teardown, `neural-reg db drop`), and its objects in
+    the store."""
     import datajoint as dj
+
+    from neural_reg.stores import drop_objects
 
     for name in reversed(SCHEMA_NAMES):
         database = f"{prefix}_{name}"
         if database in dj.list_schemas(connection=connection):
             dj.Schema(database, connection=connection, create_tables=False).drop(prompt=False)
+        drop_objects(database, config=connection._config)
+
+
+def configure_store(settings=None) -> dict:
+    """Point DataJoint's store ``bulk`` at this machine's store setting (neural_reg.stores); returns its spec."""
+    from neural_reg.stores import configure
+
+    return configure(settings)

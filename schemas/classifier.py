@@ -150,13 +150,16 @@ class TrainedClassifier(KeepComputedResult, dj.Computed):
     definition = """
     -> Training
     ---
-    state_dict : <blob>             # dict of numpy arrays
+    state_dict : <npfile@bulk>      # dict of numpy arrays (.npz in the store)
     test_accuracy : float32         # clean accuracy on the whole test set
     curves : <blob>                 # per epoch: task_loss, similarity_loss, train_accuracy, test_accuracy, lr
     epochs : int32
     pairs_per_step : int32          # stimulus pairs in each regulariser step (0: unregularised)
     wall_time : float32             # s of training, resumed parts summed
     device : varchar(32)
+    torch_threads : int32           # torch's intra-op threads: CPU weights are bit-reproducible at a fixed count
+    versions : varchar(255)         # torch, numpy and code version the run used
+    similarity_means = null : <blob>  # {layer: (C,)} the regulariser's running channel means fbar (Eq 9); null: none
     """
 
     class LayerWeight(dj.Part):
@@ -193,7 +196,8 @@ class TrainedClassifier(KeepComputedResult, dj.Computed):
         self.insert1(dict(key, state_dict=state,
                           test_accuracy=float(result.test_accuracy), curves=result.curves, epochs=result.epochs,
                           pairs_per_step=int(result.pairs_per_step), wall_time=float(result.wall_time),
-                          device=str(result.device)))
+                          device=str(result.device), torch_threads=int(result.torch_threads),
+                          versions=str(result.versions)[:255], similarity_means=result.similarity_means))
         self.LayerWeight.insert(dict(key, layer=layer, gamma=float(g)) for layer, g in result.gamma.items())
         shutil.rmtree(checkpoint_dir(key), ignore_errors=True)  # the row holds the weights now
 

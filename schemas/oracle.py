@@ -78,7 +78,7 @@ class OracleSimilarity(dj.Computed):
     -> OracleStats
     ---
     image_ids : <ndarray>           # (n,) the oracle images, sorted
-    similarity : <ndarray>          # (n, n) float32
+    similarity : <npfile@bulk>      # (n, n) float32
     mean_reliability : float32      # mean of the diagonal: repeat-to-repeat similarity of an image
     """
 
@@ -104,7 +104,7 @@ class DataSimilarity(dj.Computed):
     -> OracleStats
     ---
     image_ids : <ndarray>           # (n,) sorted
-    similarity : <ndarray>          # (n, n) float32
+    similarity : <npfile@bulk>      # (n, n) float32
     """
 
     def make(self, key):

@@ -13,6 +13,7 @@ import shutil
 
 import datajoint as dj
 import numpy as np
+import torch
 
 from neural_reg.database import check_packet_size
 from neural_reg.logs import progress_enabled
@@ -22,6 +23,7 @@ from pipeline import checkpoints
 from pipeline.oracle import similarity as sim
 from pipeline.predictor import config as predictor_config
 from pipeline.predictor import train as predictor_train
+from pipeline.version import runtime_versions
 
 from . import codecs  # noqa: F401
 from . import oracle, recording
@@ -80,7 +82,7 @@ class TrainedPredictor(KeepComputedResult, dj.Computed):
     -> PredictorConfig
     -> Seed
     ---
-    state_dict : <blob>             # dict of numpy arrays (torch state_dict on the CPU)
+    state_dict : <npfile@bulk>      # dict of numpy arrays (torch state_dict on the CPU; .npz in the store)
     curves : <blob>                 # dict of per-epoch lists: train_loss, val_correlation, ...
     heldout_tier : varchar(16)      # the trials v is measured on
     mean_correlation : float32      # mean over neurons of v
@@ -89,6 +91,8 @@ class TrainedPredictor(KeepComputedResult, dj.Computed):
     n_epochs : int32
     wall_time : float32             # s
     device : varchar(32)
+    torch_threads : int32           # torch's intra-op threads of the run (CPU weights depend on it)
+    versions : varchar(255)         # torch, numpy and code version the run used
     """
 
     class Unit(dj.Part):
@@ -113,7 +117,8 @@ class TrainedPredictor(KeepComputedResult, dj.Computed):
         self.insert1(dict(key, state_dict=state, curves=result.curves,
                           heldout_tier=result.heldout_tier, mean_correlation=float(result.mean_correlation),
                           best_val_correlation=float(result.best_val_correlation), best_epoch=result.best_epoch,
-                          n_epochs=result.n_epochs, wall_time=float(result.wall_time), device=str(result.device)))
+                          n_epochs=result.n_epochs, wall_time=float(result.wall_time), device=str(result.device),
+                          torch_threads=torch.get_num_threads(), versions=runtime_versions()[:255]))
         self.Unit.insert(dict(key, unit_id=int(u), correlation=float(v))
                          for u, v in zip(unit_ids, result.correlation))
         shutil.rmtree(checkpoint_dir(key), ignore_errors=True)  # the row holds the weights now
@@ -140,7 +145,7 @@ class ModelSimilarity(dj.Computed):
     -> oracle.OracleStats
     ---
     image_ids : <ndarray>           # (n,) the non-oracle images, sorted
-    similarity : <ndarray>          # (n, n) float32
+    similarity : <npfile@bulk>      # (n, n) float32
     """
 
     def make(self, key):

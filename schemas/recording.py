@@ -13,7 +13,7 @@ import hashlib
 import datajoint as dj
 import numpy as np
 
-from neural_reg.database import check_packet_size
+from neural_reg.database import acquire_lock, check_packet_size, release_lock
 from pipeline.digests import array_digest
 from pipeline.recording.scan_data import BEHAVIOR_NAMES, TIERS, RecordingError, ScanData
 
@@ -54,6 +54,7 @@ class Image(dj.Manual):
     ---
     pixels : <ndarray>              # (height, width) float32 grayscale, 0..255
     provenance = '' : varchar(255)  # e.g. the photograph and crop, or the ImageNet class
+    source = '' : varchar(64)       # the photograph the image was cut from ('' unknown): held-out sets split by it
     """
 
 
@@ -112,7 +113,7 @@ class Responses(dj.Manual):
     block : int16
     ---
     first_row : int32
-    responses : <ndarray>           # (rows, n_neurons) float32
+    responses : <npfile@bulk>       # (rows, n_neurons) float32
     """
 
 
@@ -179,8 +180,9 @@ def ingest_scan(scan: ScanData, key: dict, image_set: str, source_format: str,
                 if not existing_set:
                     ImageSet.insert1(dict(image_set=image_set, height=height, width=width,
                                           description=image_set_description))
-                Image.insert([dict(image_set=image_set, image_id=int(i), pixels=p, provenance=image_provenance)
-                              for i, p in new_images])
+                sources = _image_sources(scan)
+                Image.insert([dict(image_set=image_set, image_id=int(i), pixels=p, provenance=image_provenance,
+                                   source=sources.get(int(i), "")) for i, p in new_images])
             except dj.errors.DuplicateError as err:  # only a writer that bypassed ingest_scan gets here
                 raise RecordingError(f"{scan.source}: image set '{image_set}' was changed by a writer outside "
                                      f"ingest_scan during this ingest ({err.args[0]}). Fix: ingest it again; "
@@ -208,15 +210,14 @@ def image_set_lock(image_set: str, source="", timeout: float | None = None):
 
     timeout: seconds to wait for it (None: LOCK_TIMEOUT_S), then a RecordingError.
 
-    A MySQL/MariaDB user-level lock (GET_LOCK): it needs no privilege, is never part of a deadlock with row
-    locks, and is released when the block ends or the connection drops. Different image sets (and schema
+    A MySQL/MariaDB user-level lock (GET_LOCK), a session-level advisory lock on PostgreSQL: it needs no
+    privilege, is never part of a deadlock with row locks, and is released when the block ends or the connection drops. Different image sets (and schema
     prefixes) have different locks.
     """
     timeout = LOCK_TIMEOUT_S if timeout is None else timeout
     connection = ImageSet.connection
     name = image_set_lock_name(image_set)
-    got = connection.query("SELECT GET_LOCK(%s, %s)", (name, timeout)).fetchone()[0]
-    if got != 1:
+    if not acquire_lock(connection, name, timeout):  # GET_LOCK; pg_try_advisory_lock on PostgreSQL
         raise RecordingError(f"{source}: another ingest into image set '{image_set}' was still running after "
                              f"{timeout:g} s of waiting for it (or the server refused the lock). Fix: let it "
                              "finish, then ingest again; nothing was written")
@@ -224,7 +225,7 @@ def image_set_lock(image_set: str, source="", timeout: float | None = None):
         yield
     finally:
         with contextlib.suppress(Exception):  # a dropped connection has released it already
-            connection.query("SELECT RELEASE_LOCK(%s)", (name,))
+            release_lock(connection, name)
 
 
 def image_set_lock_name(image_set: str) -> str:
@@ -248,6 +249,21 @@ def scan_checksum(responses, image_ids, tiers, behavior, pupil_center) -> str:
     """What a scan's downstream three-part makes verify instead of re-hashing the arrays (all in row order)."""
     return array_digest(np.asarray(responses, np.float32), np.asarray(image_ids, np.int64),
                         np.asarray(tiers, str), np.asarray(behavior, np.float32), np.asarray(pupil_center, np.float32))
+
+
+def _image_sources(scan: ScanData) -> dict[int, str]:
+    """{image_id: the photograph it was cut from} where the reader knows it (ScanData.image_sources), else {}."""
+    sources = getattr(scan, "image_sources", None)
+    if sources is None:
+        return {}
+    return {int(i): str(src)[:64] for i, src in zip(np.asarray(scan.image_ids), np.asarray(sources))}
+
+
+def load_image_sources(image_set: str, image_ids) -> np.ndarray:
+    """(n,) str: the source photograph of each of ``image_ids`` (in their order; '' where unknown)."""
+    ids, sources = (Image & {"image_set": image_set}).to_arrays("image_id", "source")
+    lookup = dict(zip(ids.astype(np.int64).tolist(), sources))
+    return np.array([lookup.get(int(i), "") for i in np.asarray(image_ids)], dtype=object)
 
 
 def _images_to_insert(scan: ScanData, image_set: str) -> list[tuple[int, np.ndarray]]:

@@ -261,7 +261,8 @@ class BrainLikeness(dj.Computed):
     -> classifier.TrainedClassifier
     -> target.Target
     ---
-    correlation : float32           # Pearson, off-diagonal entries, gamma-weighted layers (uniform if None)
+    correlation : float32           # as trained: train-mode BN, the regulariser's channel-mean centring, gamma
+    correlation_eval : float32      # eval-mode BN, per-element centring (Eq 2 on the features); see brain_likeness
     n_images : int32
     """
 
@@ -270,7 +271,8 @@ class BrainLikeness(dj.Computed):
         -> master
         layer : varchar(16)
         ---
-        correlation : float32
+        correlation : float32       # as trained
+        correlation_eval : float32  # eval mode
         """
 
     @property
@@ -285,6 +287,10 @@ class BrainLikeness(dj.Computed):
         keep = heldout.astype(bool)
         _, stimuli = recording.load_images(image_set, image_ids[keep])
         gamma = dict(zip(*(classifier.TrainedClassifier.LayerWeight & key).to_arrays("layer", "gamma")))
-        combined, per_layer = bl.brain_likeness(classifier.load_trained(key), stimuli, S[np.ix_(keep, keep)], gamma)
-        self.insert1(dict(key, correlation=combined, n_images=int(keep.sum())))
-        self.Layer.insert(dict(key, layer=k, correlation=r) for k, r in per_layer.items())
+        means = (classifier.TrainedClassifier & key).fetch1("similarity_means")
+        model, target_block = classifier.load_trained(key), S[np.ix_(keep, keep)]
+        trained, trained_layers = bl.brain_likeness_as_trained(model, stimuli, target_block, gamma, means)
+        evaluated, eval_layers = bl.brain_likeness(model, stimuli, target_block, gamma)
+        self.insert1(dict(key, correlation=trained, correlation_eval=evaluated, n_images=int(keep.sum())))
+        self.Layer.insert(dict(key, layer=k, correlation=r, correlation_eval=eval_layers[k])
+                          for k, r in trained_layers.items())

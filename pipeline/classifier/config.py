@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from pipeline.classifier.adversarial import resolve_adversarial
 from pipeline.checks import apply_preset, check_keys, is_int, non_negative_number, positive_int
 from pipeline.classifier.resnet import LAYER_NAMES, ArchitectureError, check_layers
 from pipeline.classifier.similarity_loss import RegulariserError, check_settings, min_batch_for_pairs
@@ -25,15 +26,15 @@ TRAIN_PRESETS: dict[str, dict] = {
     # Weight decay is not stated in the paper; 5e-4 is the common CIFAR ResNet choice.
     "paper": dict(epochs=40, batch_size=64, lr=0.1, momentum=0.9, weight_decay=5e-4, lr_decay=0.3,
                   lr_step_epochs=4, lr_reset_epoch=20, augment=True, pad=4, flip=None,
-                  max_steps_per_epoch=None, eval_batch_size=500),
+                  max_steps_per_epoch=None, eval_batch_size=500, adversarial=None),
     # A few minutes on a laptop CPU with a narrow network: same recipe, compressed schedule, capped epochs.
     "cpu-demo": dict(epochs=4, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, lr_decay=0.3,
                      lr_step_epochs=2, lr_reset_epoch=None, augment=True, pad=4, flip=None,
-                     max_steps_per_epoch=40, eval_batch_size=500),
+                     max_steps_per_epoch=40, eval_batch_size=500, adversarial=None),
     # Seconds: for tests and smoke runs.
     "cpu-test": dict(epochs=2, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-4, lr_decay=0.3,
                      lr_step_epochs=1, lr_reset_epoch=None, augment=True, pad=4, flip=None,
-                     max_steps_per_epoch=4, eval_batch_size=256),
+                     max_steps_per_epoch=4, eval_batch_size=256, adversarial=None),
 }
 TRAIN_KEYS = tuple(TRAIN_PRESETS["paper"])
 
@@ -71,6 +72,10 @@ def resolve_train_config(config: Mapping | str | None) -> dict:
     if out["flip"] is not None and not isinstance(out["flip"], (bool, np.bool_)):
         raise TrainConfigError(f"train_config flip={out['flip']!r} must be True, False or None (task default)")
     out["flip"] = None if out["flip"] is None else bool(out["flip"])
+    try:
+        out["adversarial"] = resolve_adversarial(out["adversarial"])
+    except ConfigError as err:
+        raise TrainConfigError(str(err)) from err
     return {key: out[key] for key in TRAIN_KEYS}
 
 

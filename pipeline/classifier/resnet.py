@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pipeline.errors import ConfigError
 
 LAYER_NAMES = ("conv1", "layer1", "layer2", "layer3", "layer4")
-BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+BLOCKS = {"resnet10": (1, 1, 1, 1), "resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 STANDARD_WIDTH = 64
 NARROW_WIDTH = 16
 
@@ -35,6 +35,8 @@ ARCHITECTURES: dict[str, str] = {
     "resnet18": "ResNet18 for 32x32 grayscale (3x3 stem, no max-pool), width 64: the paper's CIFAR-10 net",
     "resnet34": "ResNet34 for 32x32 grayscale, width 64: the paper's CIFAR-100 net",
     "resnet18-narrow": f"ResNet18 at width {NARROW_WIDTH}: for CPU runs",
+    "resnet10-w8": "ResNet10 (one BasicBlock per stage, the same five readable layers) at width 8: the demo's "
+                   "net, small enough for 4 seeds x 9 conditions on a 2-core CPU",
 }
 
 
@@ -135,11 +137,11 @@ def check_layers(layers: Sequence[str]) -> set[str]:
     return wanted
 
 
-ARCH_PATTERN = re.compile(r"^(resnet18|resnet34)(?:-(narrow|w(\d+)))?$")
+ARCH_PATTERN = re.compile(r"^(resnet10|resnet18|resnet34)(?:-(narrow|w(\d+)))?$")
 
 
 def parse_arch(arch: str) -> tuple[tuple[int, ...], int]:
-    """What a name builds: 'resnet18' | 'resnet34' with optional '-narrow' (width 16) or '-w<N>' -> (blocks, width).
+    """What a name builds: 'resnet10' | 'resnet18' | 'resnet34' with optional '-narrow' (width 16) or '-w<N>' -> (blocks, width).
 
     Any such name parses; build_classifier builds only the names listed in ARCHITECTURES.
     """

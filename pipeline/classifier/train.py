@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pipeline.checkpoints import checkpoint_path, save_checkpoint
+from pipeline.classifier.adversarial import adversarial_batch
 from pipeline.classifier.checkpoints import load_checkpoint, run_fingerprint
 from pipeline.classifier.config import (TrainConfigError, check_target, learning_rate, resolve_regulariser,
                                         resolve_train_config)
@@ -34,6 +35,7 @@ from pipeline.classifier.similarity_loss import SimilarityRegulariser, n_pairs
 from pipeline.classifier.tasks import TaskData, augment_batch
 from pipeline.devices import resolve_device
 from pipeline.digests import array_digest
+from pipeline.version import runtime_versions
 
 
 @dataclass
@@ -44,7 +46,11 @@ class ClassifierResult:
     curves: per epoch lists 'task_loss', 'similarity_loss' (NaN when unregularised), 'train_accuracy',
     'test_accuracy', 'learning_rate'. gamma: {layer: final softmax weight} ({} when unregularised).
     wall_time: seconds of training (summed over resumed parts). pairs_per_step: B (B - 1) / 2, or 0.
-    train_config, regulariser: the resolved configurations the run used.
+    train_config, regulariser: the resolved configurations the run used. torch_threads: torch's intra-op thread
+    count during the run; versions: 'torch=..., numpy=..., code=...' (pipeline.version.runtime_versions).
+    Bit-reproducibility: a run is reproduced bit for bit by the same code, versions, device and thread count (a
+    resumed run included, on CPU); 1 and 2 threads give different weights (reductions are split differently),
+    and CUDA kernels are not bitwise deterministic unless torch's deterministic algorithms are switched on.
     """
 
     arch: str
@@ -60,6 +66,9 @@ class ClassifierResult:
     pairs_per_step: int
     train_config: dict
     regulariser: dict | None
+    torch_threads: int = 0
+    versions: str = ""
+    similarity_means: dict | None = None  # {layer: (C,) float32} the regulariser's running channel means (Eq 9)
 
 
 @dataclass
@@ -198,6 +207,8 @@ def train_classifier(task: TaskData, arch: str, train_config: Mapping | str | No
             x = train_x[idx]
             if cfg["augment"]:
                 x = augment_batch(x, generator, pad=cfg["pad"], flip=flip)
+            if cfg["adversarial"] is not None:
+                x = adversarial_batch(model, x, train_y[idx], cfg["adversarial"], generator)
             t_loss, s_loss, n_ok = train_step(model, optimiser, x, train_y[idx], reg_module, reg_cfg, sampler,
                                               generator)
             task_sum += t_loss
@@ -232,7 +243,10 @@ def train_classifier(task: TaskData, arch: str, train_config: Mapping | str | No
         gamma={} if reg_module is None else reg_module.gamma_dict(),
         wall_time=wall_before + time.perf_counter() - wall_start, device=str(dev), epochs=cfg["epochs"],
         steps_per_epoch=steps, pairs_per_step=0 if reg_cfg is None else n_pairs(reg_cfg["batch_size"]),
-        train_config=cfg, regulariser=reg_cfg)
+        train_config=cfg, regulariser=reg_cfg, torch_threads=torch.get_num_threads(), versions=runtime_versions(),
+        similarity_means=None if reg_module is None else {
+            layer: reg_module.running_mean(layer).detach().cpu().numpy().astype(np.float32)
+            for layer in reg_module.layers})
 
 
 def tqdm_steps(total: int, desc: str, enabled: bool):

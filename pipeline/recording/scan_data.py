@@ -16,6 +16,8 @@ Shapes (n_trials trials, n_neurons neurons, n_images distinct images of H x W pi
 - unit_ids          (n_neurons,) int64, unique
 - areas, layers     (n_neurons,) str
 - positions         (n_neurons, 3) float32 cortical position, or None where unknown
+- image_sources     (n_images,) str, the photograph each image was taken from (row k: image ``image_ids[k]``),
+                    or None for readers that do not know; lets a caller hold images out by source
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class ScanData:
     positions: np.ndarray | None = None
     source: str = "<memory>"  # where it came from, named in error messages
     extra: dict = field(default_factory=dict)  # e.g. the simulator's ground truth
+    image_sources: np.ndarray | None = None  # (n_images,) str photograph of each image, None where unknown
 
     @property
     def n_trials(self) -> int:
@@ -122,6 +125,14 @@ class ScanData:
             fail("image_ids", "image ids repeat", "give every distinct image one id")
         if not np.isfinite(self.images).all():
             fail("images", "NaN or infinite pixels", "repair the stimulus files")
+        if self.image_sources is not None:
+            src = np.asarray(self.image_sources)
+            if src.shape != (self.images.shape[0],):
+                fail("image_sources", f"expected shape ({self.images.shape[0]},) (one per image), got {src.shape}",
+                     "give the photograph name of every image, in the row order of images, or None")
+            if src.dtype.kind not in "UO" or not all(isinstance(s, str) and s for s in src.tolist()):
+                fail("image_sources", f"entries must be non-empty strings, got dtype {src.dtype}",
+                     "name each image's photograph (e.g. 'astronaut'), or pass None where unknown")
         unknown = np.setdiff1d(self.trial_image_ids, self.image_ids)
         if unknown.size:
             fail("trial_image_ids", f"trials show images {unknown[:5].tolist()} that have no pixels",

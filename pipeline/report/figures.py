@@ -30,6 +30,12 @@ table1_layer_weights         classifier.TrainedClassifier          regulariser, 
                              .LayerWeight (layer_weights)          (softmax layer weight, >= 0)
 corruption_table             robustness.CorruptionRobustness       regulariser, [alpha], seed, corruption,
                              .Score (corruptions)                  severity, accuracy (in [0, 1])
+target_spectrum,             target.TargetDiagnostics              target_name, regulariser, eigenvalue_shares
+target_diagnostics_table     (target_diagnostics)                  (leading eigenvalues / trace), diagnostics
+fig_effects                  the effect table of                   metric, regulariser, alpha, reference,
+                             pipeline.report.stats.effect_table    effect, ci_adj_low, ci_adj_high, verdict
+brain_likeness_table         robustness.BrainLikeness              target_name, regulariser, [alpha], seed,
+                             (brain_likeness)                      correlation, [correlation_eval]
 ===========================  ====================================  =========================================
 
 A frame of one configuration only: a ``noise_name``, ``attack_set`` or ``corruption_name`` column, where
@@ -60,8 +66,10 @@ from .stats import ReportInputError, require_columns, require_unique, summary_wi
 
 __all__ = ["REGULARISER_COLORS", "REGULARISER_ORDER", "regulariser_colors", "order_regularisers",
            "condition_colors", "leading_eigenvector_order", "mean_step_curve", "curve_by_setting", "fig1_similarity",
-           "fig1_stability", "stability_xlim", "fig1d_oracle_scatter", "oracle_comparison_table", "fig4_noise", "fig5_queries", "fig6_alpha", "table1_layer_weights",
-           "corruption_table", "save"]
+           "fig1_stability", "stability_xlim", "fig1d_oracle_scatter", "oracle_comparison_table", "fig4_noise",
+           "fig5_queries", "fig6_alpha", "table1_layer_weights", "corruption_table", "target_spectrum",
+           "target_diagnostics_table", "fig_effects", "interval_table", "brain_likeness_table",
+           "BRAIN_LIKENESS_NAMES", "save"]
 
 REGULARISER_COLORS = {
     "None": "#404040",
@@ -72,9 +80,14 @@ REGULARISER_COLORS = {
     "Neural (data)": "#1f77b4",
     "Neural": "#d62728",
     "Neural (model)": "#d62728",  # the paper's other name for 'Neural'
+    "Adversarial (PGD)": "#ff7f0e",
+    "Contrast energy": "#e377c2",
+    "Robust net": "#7f7f7f",
+    "Deflated": "#ff9896",
+    "Neural (truth)": "#17becf",
 }
 # colours for any other regulariser name, cycled in order of appearance
-_OTHER_COLORS = ("#ff7f0e", "#17becf", "#e377c2", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5")
+_OTHER_COLORS = ("#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
 NORM_ORDER = ("L0", "L1", "L2", "Linf")
 _LINESTYLES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
@@ -802,6 +815,146 @@ def corruption_table(df: pd.DataFrame) -> pd.DataFrame:
     table = _condition_table(df, "corruption", "accuracy", list(pd.unique(df["corruption"])))
     table["mean"] = table.mean(axis=1, skipna=False)
     return table
+
+
+# --------------------------------------------------------------------------------- targets, effects
+
+def target_spectrum(df: pd.DataFrame) -> Figure:
+    """The eigenvalue spectrum of each target: eigenvalue / trace against rank, log-log, one line per target.
+
+    Source: target.TargetDiagnostics via ``neural_reg.queries.target_diagnostics``.
+    df columns: target_name, regulariser (the kind's label, for the colour), eigenvalue_shares (array of the
+    leading eigenvalues over the trace, largest first), optionally spectrum_exponent (shown in the legend).
+    Left: shares against rank (non-positive shares are not drawn on the log axis); right: the cumulative share
+    of the leading k. ax.lines: one line per target per panel, gid = target_name.
+    """
+    require_columns(df, ["target_name", "regulariser", "eigenvalue_shares"], "df")
+    colors = regulariser_colors(df["regulariser"])
+    fig = Figure(figsize=(9.6, 4.0), layout="constrained")
+    ax, cum = fig.subplots(1, 2)
+    for row in df.sort_values("target_name", kind="stable").to_dict("records"):
+        shares = np.asarray(row["eigenvalue_shares"], np.float64).ravel()
+        if shares.size == 0:
+            raise ReportInputError(f"'eigenvalue_shares' of target {row['target_name']!r} is empty. Fix: store "
+                                   "the leading eigenvalues over the trace (TargetDiagnostics)")
+        rank = np.arange(1, shares.size + 1)
+        label = str(row["target_name"])
+        exponent = row.get("spectrum_exponent")
+        if exponent is not None and np.isfinite(exponent):
+            label += f" (exponent {float(exponent):.2f})"
+        shown = shares > 0
+        ax.plot(rank[shown], shares[shown], color=colors[row["regulariser"]], marker=".", linewidth=1.3,
+                label=label, gid=str(row["target_name"]))
+        cum.plot(rank, np.cumsum(shares), color=colors[row["regulariser"]], linewidth=1.3,
+                 gid=str(row["target_name"]))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("rank k of the eigenvalue")
+    ax.set_ylabel("eigenvalue k / trace")
+    ax.set_title("target spectra (leading eigenvalues)", fontsize=10)
+    ax.legend(fontsize=7)
+    cum.set_xscale("log")
+    cum.set_ylim(0, 1)
+    cum.set_xlabel("k")
+    cum.set_ylabel("share of the trace in the leading k")
+    cum.set_title("cumulative share", fontsize=10)
+    return fig
+
+
+def target_diagnostics_table(df: pd.DataFrame) -> pd.DataFrame:
+    """TargetDiagnostics per target for the page: target_name, regulariser, kind and every scalar diagnostic
+    present (the eigenvalue_shares array is the figure's, left out). Rows in target_name order."""
+    require_columns(df, ["target_name"], "df")
+    scalar = [c for c in df.columns if c != "eigenvalue_shares"]
+    return df[scalar].sort_values("target_name", kind="stable").reset_index(drop=True)
+
+
+_VERDICT_COLORS = {"yes": "#2ca02c", "no": "#d62728", "unresolved": "#7f7f7f"}
+
+
+def fig_effects(effects: pd.DataFrame) -> Figure:
+    """Forest plot of an effect table: one panel per metric, one row per comparison ('Neural vs Pixel'), the
+    effect (percent change for log-ratios, percentage points for differences) with its corrected CI, coloured by
+    verdict (yes green, no red, unresolved grey), 0 dashed.
+
+    Source: pipeline.report.stats.effect_table / claim_effects (columns metric, regulariser, alpha, reference,
+    scale, effect, ci_adj_low, ci_adj_high, verdict). ax.lines of a panel: the 0 line, then one line per
+    comparison (its CI; gid '<regulariser> vs <reference>').
+    """
+    require_columns(effects, ["metric", "regulariser", "reference", "scale", "effect", "ci_adj_low",
+                              "ci_adj_high", "verdict"], "effects")
+    metrics = list(dict.fromkeys(effects["metric"]))
+    n_rows = int(effects.groupby("metric").size().max())
+    fig = Figure(figsize=(3.4 * len(metrics), 0.9 + 0.32 * n_rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0])
+    labels = list(dict.fromkeys(f"{r} vs {c}" for r, c in zip(effects["regulariser"], effects["reference"])))
+    y = {lab: k for k, lab in enumerate(labels)}
+    for ax, metric in zip(axes, metrics):
+        rows = effects[effects["metric"] == metric]
+        log = (rows["scale"] == "log-ratio").all()
+        scale = (lambda v: 100 * np.expm1(v)) if log else (lambda v: 100 * np.asarray(v))
+        ax.axvline(0, color="#999999", linestyle="--", linewidth=1)
+        for row in rows.to_dict("records"):
+            lab = f"{row['regulariser']} vs {row['reference']}"
+            color = _VERDICT_COLORS.get(row["verdict"], "#7f7f7f")
+            ax.plot(scale([row["ci_adj_low"], row["ci_adj_high"]]), [y[lab]] * 2, color=color, linewidth=2,
+                    gid=lab)
+            ax.plot(scale(row["effect"]), y[lab], "o", color=color, markersize=4)
+        ax.set_title(metric, fontsize=10)
+        ax.set_xlabel("change (%)" if log else "difference (pp)")
+    axes[0].set_yticks(range(len(labels)), labels, fontsize=8)
+    axes[0].invert_yaxis()
+    return fig
+
+
+def interval_table(intervals: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Conditions x metrics, each cell 'estimate [ci_low, ci_high]' ('estimate [no CI: 1 seed]' without a CI;
+    from pipeline.report.stats.condition_intervals); index (regulariser, alpha) in canonical order, plus a
+    column 'seeds'."""
+    require_columns(intervals, ["metric", "regulariser", "alpha", "n_seeds", "estimate", "ci_low", "ci_high"],
+                    "intervals")
+    x = intervals.assign(cell=[f"{e:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}]" if np.isfinite(lo) and
+                               np.isfinite(hi) else f"{e:.{digits}g} [no CI: {n} seed]"
+                               for e, lo, hi, n in zip(intervals["estimate"], intervals["ci_low"],
+                                                       intervals["ci_high"], intervals["n_seeds"])])
+    table = x.pivot_table(index=["regulariser", "alpha"], columns="metric", values="cell", aggfunc="first")
+    table = table.reindex(columns=list(dict.fromkeys(intervals["metric"])))
+    seeds = x.groupby(["regulariser", "alpha"])["n_seeds"].max()
+    table.insert(0, "seeds", seeds.reindex(table.index).astype(int))
+    order = pd.MultiIndex.from_tuples(conditions(intervals), names=["regulariser", "alpha"])
+    table = table.reindex(order)
+    table.columns.name = None
+    return table.fillna("-")
+
+
+# the two definitions of brain-likeness, named (robustness.BrainLikeness)
+BRAIN_LIKENESS_NAMES = {
+    "correlation": "r as trained (the regulariser's centring and BN mode)",
+    "correlation_eval": "r eval-mode (eval BN, per-element centring)",
+}
+
+
+def brain_likeness_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Brain-likeness per target and condition, both definitions named: mean ± SEM over seeds of
+    ``correlation`` (as trained) and, where present and not all NaN, ``correlation_eval`` (eval-mode BN,
+    per-element centring); columns BRAIN_LIKENESS_NAMES, 'n' the seeds.
+
+    Source: robustness.BrainLikeness via ``neural_reg.queries.brain_likeness``. df columns: target_name,
+    regulariser, alpha (optional), seed, correlation, optionally correlation_eval.
+    """
+    require_columns(df, ["target_name", "regulariser", "seed", "correlation"], "df", numeric=["correlation"])
+    keys = ["target_name"] + condition_columns(df)
+    out = None
+    for column, name in BRAIN_LIKENESS_NAMES.items():
+        if column not in df.columns or pd.to_numeric(df[column], errors="coerce").isna().all():
+            continue
+        s = summary_with_spread(df.dropna(subset=[column]), column, keys)
+        cell = [f"{m:.3f}" + (f" ± {e:.3f}" if np.isfinite(e) else "") for m, e in zip(s["mean"], s["sem"])]
+        part = s[keys].assign(**{name: cell, "n": s["n"]})
+        out = part if out is None else out.merge(part.drop(columns="n"), on=keys, how="outer")
+    rank = {r: k for k, r in enumerate(order_regularisers(out["regulariser"]))}
+    out = out.sort_values(keys, key=lambda c: c.map(rank) if c.name == "regulariser" else c, kind="stable")
+    return out[[c for c in out.columns if c != "n"] + ["n"]].reset_index(drop=True)
 
 
 # -------------------------------------------------------------------------------------------------- save

@@ -4,6 +4,20 @@ Measured on images the classifier was not regularised with (the target's held-ou
 network cannot score by having memorised its target entries. The score is the Pearson correlation of the
 off-diagonal entries (oracle.similarity.offdiagonal_correlation, the one the report uses too): NaN when either
 matrix is constant off the diagonal.
+
+Two definitions, both stored and named:
+
+- **as trained** (:func:`brain_likeness_as_trained`, the headline): the similarity the regulariser computes and
+  trains (similarity_loss.py): batch norm in TRAIN mode (normalised by the stimulus batch's own statistics, as in
+  a regulariser step with ``stimulus_bn`` 'frozen' or 'update'), features centred by the regulariser's running
+  CHANNEL mean fbar (broadcast over space), cosine, layers weighted by the learnt gamma. The held-out stimuli go
+  through in batches of ``AS_TRAINED_BATCH`` (batch statistics of many stimuli, rather than of the training's
+  B = 7, so the score does not depend on how the held-out images are split). A network trained without the
+  regulariser (None, adversarial training) has no fbar: its features are centred by their channel mean over the
+  held-out stimuli, the value the running mean converges to.
+- **eval mode** (:func:`brain_likeness`): batch norm in eval mode (running statistics of the task images) and
+  Eq 2 on the flattened features, centred PER ELEMENT over the held-out images: the representation the network
+  classifies with, measured as the data targets are. The two can differ several-fold for one network.
 """
 
 from __future__ import annotations
@@ -15,6 +29,9 @@ import torch
 
 from pipeline.classifier.resnet import LAYER_NAMES
 from pipeline.oracle.similarity import offdiagonal_correlation, population_similarity
+
+
+AS_TRAINED_BATCH = 256
 
 
 def layer_similarities(model, stimuli: np.ndarray, layers: Sequence[str] = LAYER_NAMES,
@@ -52,6 +69,52 @@ def brain_likeness(model, stimuli: np.ndarray, target: np.ndarray,
     per-layer correlations cover every readable layer either way.
     """
     per_layer = layer_similarities(model, stimuli)
+    used = {k: v for k, v in per_layer.items() if not gamma or k in gamma}
+    combined = offdiagonal_correlation(combined_similarity(used, gamma), target)
+    return combined, {k: offdiagonal_correlation(v, target) for k, v in per_layer.items()}
+
+
+def as_trained_similarities(model, stimuli: np.ndarray, layers: Sequence[str] = LAYER_NAMES,
+                            channel_means: Mapping[str, np.ndarray] | None = None,
+                            batch_size: int = AS_TRAINED_BATCH) -> dict[str, np.ndarray]:
+    """Eq 9 as the regulariser computes it: {layer: (n, n) float32} for stimuli (n, H, W) in [0, 255].
+
+    Train-mode batch norm on batches of ``batch_size`` stimuli (running statistics left untouched), features
+    centred by ``channel_means[layer]`` (C,) (the regulariser's fbar) or, for layers it lacks, by their channel
+    mean over all n stimuli; then cosine similarity of the flattened centred maps.
+    """
+    from pipeline.classifier.train import frozen_bn_statistics
+
+    x = torch.as_tensor(np.asarray(stimuli, np.float32) / 255.0)[:, None]
+    feats: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+    was_training = model.training
+    model.train()
+    try:
+        with torch.no_grad(), frozen_bn_statistics(model, True):
+            for start in range(0, len(x), batch_size):
+                out = model.features(x[start:start + batch_size], layers)
+                for layer in layers:
+                    feats[layer].append(out[layer])
+    finally:
+        model.train(was_training)
+    result = {}
+    for layer in layers:
+        f = torch.cat(feats[layer]).double()  # (n, C, h, w)
+        if channel_means and layer in channel_means:
+            mean = torch.as_tensor(np.array(channel_means[layer], dtype=np.float64))
+        else:
+            mean = f.mean(dim=[0, 2, 3])
+        u = torch.nn.functional.normalize((f - mean.view(1, -1, 1, 1)).flatten(1), dim=1)
+        result[layer] = (u @ u.T).numpy().astype(np.float32)
+    return result
+
+
+def brain_likeness_as_trained(model, stimuli: np.ndarray, target: np.ndarray, gamma: Mapping[str, float] | None,
+                              channel_means: Mapping[str, np.ndarray] | None = None
+                              ) -> tuple[float, dict[str, float]]:
+    """(combined r, {layer: r}) with the similarity as trained (see the module docstring); arguments as
+    :func:`brain_likeness`, plus the regulariser's running channel means ({layer: (C,)}, None if unregularised)."""
+    per_layer = as_trained_similarities(model, stimuli, channel_means=channel_means)
     used = {k: v for k, v in per_layer.items() if not gamma or k in gamma}
     combined = offdiagonal_correlation(combined_similarity(used, gamma), target)
     return combined, {k: offdiagonal_correlation(v, target) for k, v in per_layer.items()}

@@ -1,7 +1,8 @@
-"""Pipeline tests against a real, throw-away MySQL-family server.
+"""Pipeline tests against a real, throw-away server: MySQL-family, or PostgreSQL with DJ_BACKEND=postgresql
+(`make test` runs them on both).
 
-The server is the configured shared one (DJ_HOST) or the project's private server, started here if needed and
-stopped again if this session started it. Every test session works under its own schema prefix
+The server is the configured shared one (DJ_HOST, datajoint.json) or the project's private server of the backend,
+started here if needed and stopped again if this session started it. Every test session works under its own schema prefix
 (test_<random>_...), dropped at the end, so test runs never touch anyone's data.
 """
 
@@ -15,14 +16,14 @@ from neural_reg import workflow
 from neural_reg.experiment import enter_experiment, load_spec
 
 import schemas
-from neural_reg.database import PrivateServer, connect
+from neural_reg.database import connect, private_server
 from neural_reg.settings import load_settings
 
 
 @pytest.fixture(scope="session")
 def db():
     settings = load_settings()
-    server = PrivateServer(settings.home)
+    server = private_server(settings)
     started_here = not settings.host and not server.is_running()
     connection = connect(settings)
     prefix = f"test_{secrets.token_hex(3)}"
@@ -61,7 +62,11 @@ def tiny_spec() -> dict:
                 scans={"simulate": dict(n_scans=2, n_neurons=80, n_images=240, n_oracle_images=12, n_repeats=4,
                                         seed=21)},
                 predictor={"name": "tiny-cpu", "preset": "cpu-fast", "max_epochs": 4})
-    spec["classifiers"].update(train={"name": "tiny-cpu", "preset": "cpu-test"}, seeds=[0])
+    spec["classifiers"].update(train={"name": "tiny-cpu", "preset": "cpu-test"}, seeds=[0],
+                               adversarial_control={"name": "tiny-cpu-pgd",
+                                                    "adversarial": {"norm": "Linf", "eps": 0.1, "steps": 2,
+                                                                    "rel_stepsize": 0.5}})
+    spec["targets"]["Robust net"]["train"] = {"preset": "cpu-test", "adversarial": {"steps": 2, "rel_stepsize": 0.5}}
     spec["robustness"] = {
         "noise": {"name": "tiny", "stds": [0.0, 0.3, 0.6], "n_samples": 120, "seed": 0},
         "corruption": {"name": "tiny", "corruptions": ["gaussian_noise", "contrast"], "severities": [1, 5],

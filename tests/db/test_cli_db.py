@@ -90,10 +90,13 @@ def test_db_drop_lists_asks_and_drops_a_throwaway_prefix(db, monkeypatch, capsys
     from schemas import recording
 
     connection = recording.Scan.connection
+    q = connection.adapter.quote_identifier
+    create, drop = (("CREATE SCHEMA", "DROP SCHEMA IF EXISTS {} CASCADE") if connection.adapter.backend == "postgresql"
+                    else ("CREATE DATABASE", "DROP DATABASE IF EXISTS {}"))
     prefix = f"test_drop_{secrets.token_hex(3)}"
-    connection.query(f"CREATE DATABASE `{prefix}_recording`")
-    connection.query(f"CREATE TABLE `{prefix}_recording`.`thing` (id INT PRIMARY KEY)")
-    connection.query(f"INSERT INTO `{prefix}_recording`.`thing` VALUES (1), (2), (3)")
+    connection.query(f"{create} {q(prefix + '_recording')}")
+    connection.query(f"CREATE TABLE {q(prefix + '_recording')}.{q('thing')} (id INT PRIMARY KEY)")
+    connection.query(f"INSERT INTO {q(prefix + '_recording')}.{q('thing')} VALUES (1), (2), (3)")
     try:
         assert main(["db", "drop", prefix]) == 2  # no terminal, no --yes
         captured = capsys.readouterr()
@@ -105,4 +108,4 @@ def test_db_drop_lists_asks_and_drops_a_throwaway_prefix(db, monkeypatch, capsys
         assert main(["db", "drop", prefix, "--yes"]) == 0
         assert "nothing to drop" in capsys.readouterr().out
     finally:
-        connection.query(f"DROP DATABASE IF EXISTS `{prefix}_recording`")
+        connection.query(drop.format(q(prefix + "_recording")))

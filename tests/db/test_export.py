@@ -42,7 +42,7 @@ def test_classifier_export_reloads_without_neural_reg_and_names_its_scans(popula
         float((classifier.TrainedClassifier & key).fetch1("test_accuracy")))
     scans = {(s["animal_id"], s["session"], s["scan_idx"]) for s in meta["lineage"]["scans"]}
     assert scans == {(s["animal_id"], s["session"], s["scan_idx"]) for s in
-                     (recording.Scan & {"animal_id": "sim21"}).keys()} and scans
+                     (recording.Scan & {"animal_id": "sim21-g2"}).keys()} and scans
     assert meta["code"]["exported_with"]["version"]
 
     # the None control has no target and no scans; names work in place of hashes

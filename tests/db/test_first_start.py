@@ -32,7 +32,8 @@ def _first_start(prefix):
 def _lineage(connection, prefix):
     rows = set()
     for name in schemas.SCHEMA_NAMES:
-        for row in connection.query(f"SELECT * FROM `{prefix}_{name}`.`~lineage`").fetchall():
+        q = connection.adapter.quote_identifier
+        for row in connection.query(f"SELECT * FROM {q(f'{prefix}_{name}')}.{q('~lineage')}").fetchall():
             rows.add(tuple(str(v).replace(f"{prefix}_", "<prefix>_") for v in row))
     return rows
 
@@ -61,12 +62,15 @@ def test_simultaneous_first_start_on_a_new_prefix(db):
 
 
 def test_setup_lock_is_released_and_reentrant_across_calls(db):
+    from neural_reg.database import lock_free, lock_holder
     from schemas import recording
 
     connection = recording.schema.connection
     with schemas.setup_lock(connection, db):
-        assert connection.query("SELECT IS_USED_LOCK(%s) = CONNECTION_ID()",
-                                args=(schemas.setup_lock_name(db),)).fetchone()[0] == 1
-    assert connection.query("SELECT IS_FREE_LOCK(%s)", args=(schemas.setup_lock_name(db),)).fetchone()[0] == 1
+        assert not lock_free(connection, schemas.setup_lock_name(db))
+        assert lock_holder(connection, schemas.setup_lock_name(db)) == (
+            connection.query("SELECT pg_backend_pid()" if connection.adapter.backend == "postgresql"
+                             else "SELECT CONNECTION_ID()").fetchone()[0])
+    assert lock_free(connection, schemas.setup_lock_name(db))
     summary = schemas.setup(db, connection)  # a second setup changes nothing
     assert summary["missing"] == [] and len(summary["schemas"]) == len(schemas.SCHEMA_NAMES)

@@ -60,7 +60,10 @@ def kernel_env(prefix: str) -> dict:
 
     env = dict(os.environ, NEURALREG_PREFIX=prefix, MPLBACKEND="Agg")
     env.update(DJ_HOST=str(dj.config["database.host"]), DJ_PORT=str(dj.config["database.port"]),
-               DJ_USER=str(dj.config["database.user"]), DJ_PASS=str(dj.config["database.password"]))
+               DJ_USER=str(dj.config["database.user"]), DJ_PASS=str(dj.config["database.password"]),
+               DJ_BACKEND=str(dj.config["database.backend"]))
+    if dj.config["database.backend"] == "postgresql":
+        env["DJ_DATABASE_NAME"] = str(dj.config["database.name"])
     return env
 
 

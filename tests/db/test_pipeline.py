@@ -35,7 +35,7 @@ def test_targets_keep_lineage_to_their_scans(populated):
     from schemas import recording, target
 
     neural = {"target_hash": populated["targets"]["Neural"]}
-    assert len(target.Target.Scan & neural) == len(recording.Scan & {"animal_id": "sim21"})
+    assert len(target.Target.Scan & neural) == len(recording.Scan & {"animal_id": "sim21-g2"})
     shuffle = target.Target & {"target_hash": populated["targets"]["Shuffle"]}
     S, S_shuffled = (target.Target & neural).fetch1("similarity"), shuffle.fetch1("similarity")
     assert np.allclose(np.sort(S.ravel()), np.sort(S_shuffled.ravel())) and not np.allclose(S, S_shuffled)
@@ -48,7 +48,7 @@ def test_classifier_rows_trace_back_to_scans(populated):
     neural_reg = {"regulariser_hash": populated["regulariser"]["Neural"]}
     lineage = classifier.TrainedClassifier * classifier.Regulariser * target.Target.Scan & neural_reg
     assert set(lineage.to_arrays("scan_idx").tolist()) == set(
-        (recording.Scan & {"animal_id": "sim21"}).to_arrays("scan_idx").tolist())
+        (recording.Scan & {"animal_id": "sim21-g2"}).to_arrays("scan_idx").tolist())
     for row in (classifier.TrainedClassifier * classifier.Regulariser).to_dicts():
         gammas = (classifier.TrainedClassifier.LayerWeight & row).to_arrays("gamma")
         if row["alpha"] > 0:
@@ -105,6 +105,9 @@ def test_report_writes_figures_and_html(populated, tmp_path):
     table = summary_table()
     for label in ("None", "Shuffle", "Pixel", "Neural"):
         assert label in table
+    # the conditions with CIs, then the verdicts, the positive control told apart by its TrainConfig
+    assert "[95 % CI]" in table and table.index("Neural beats None") > table.index("[95 % CI]")
+    assert "Adversarial (PGD) beats None" in table and "Robustness with confidence intervals" in html
 
 
 def _delete_experiment(name: str) -> None:

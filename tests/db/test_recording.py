@@ -232,16 +232,18 @@ def test_an_ingest_waits_for_the_image_set_lock_and_gives_up_clearly(db, row_cou
     import datajoint as dj
 
     cfg = dj.config
+    from neural_reg.database import acquire_lock, release_lock
+
     other = dj.Connection(cfg["database.host"], cfg["database.user"], cfg["database.password"],
                           cfg["database.port"])
     try:
         name = recording.image_set_lock_name("locked-set")
-        assert other.query("SELECT GET_LOCK(%s, 0)", (name,)).fetchone()[0] == 1  # another ingest holds it
+        assert acquire_lock(other, name, 0)  # another ingest holds it
         monkeypatch.setattr(recording, "LOCK_TIMEOUT_S", 0.5)
         _expect_rejected(row_counts, lambda: recording.ingest_scan(
             race_scans[0], {"animal_id": "race", "session": 31, "scan_idx": 1}, "locked-set", "simulator"),
             "locked-set", "still running")
-        other.query("SELECT RELEASE_LOCK(%s)", (name,))
+        release_lock(other, name)
         recording.ingest_scan(race_scans[0], {"animal_id": "race", "session": 31, "scan_idx": 1}, "locked-set",
                               "simulator")
     finally:

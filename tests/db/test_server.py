@@ -1,4 +1,7 @@
-"""The private server: starts itself, is reused, survives a stale pid file, stops; never shows its password."""
+"""The private servers: start themselves, are reused, survive a stale pid file, stop; never show their password.
+
+The MySQL-family one (MariaDB here) is tested in the mysql pass of `make test`, the PostgreSQL one in the
+postgresql pass (DJ_BACKEND=postgresql): each pass tests the server it runs on."""
 
 import json
 import os
@@ -7,11 +10,17 @@ import stat
 
 import pytest
 
-from neural_reg.database import APP_USER, PrivateServer, find_server_binary
+from neural_reg.database import APP_USER, PrivatePostgres, PrivateServer, find_postgres_bindir, find_server_binary
+from neural_reg.settings import load_settings
 
-pytestmark = pytest.mark.skipif(find_server_binary() is None, reason="no MySQL/MariaDB server binary here")
+BACKEND = load_settings().backend
+mysql_only = pytest.mark.skipif(BACKEND != "mysql" or find_server_binary() is None,
+                                reason="the MySQL-family private server: tested in the mysql pass, with its binary")
+postgres_only = pytest.mark.skipif(BACKEND != "postgresql" or find_postgres_bindir() is None,
+                                   reason="the private PostgreSQL: tested in the postgresql pass, with its binaries")
 
 
+@mysql_only
 def test_up_reuse_stale_pid_and_down(tmp_path):
     server = PrivateServer(tmp_path)
     try:
@@ -45,6 +54,7 @@ def test_up_reuse_stale_pid_and_down(tmp_path):
         server.down()
 
 
+@mysql_only
 def test_status_never_shows_the_password(tmp_path, monkeypatch, capsys):
     from neural_reg.cli import main
 
@@ -123,6 +133,7 @@ def fresh_server(tmp_path_factory):
     server.down()
 
 
+@mysql_only
 def test_a_new_server_is_locked_down(fresh_server):
     server, creds = fresh_server
     assert_locked_down(server, creds)
@@ -158,6 +169,7 @@ def _start_as_is(server):
     server._wait_ready(60)
 
 
+@mysql_only
 def test_a_server_from_an_older_version_is_locked_down_on_its_next_up(fresh_server, monkeypatch, capsys):
     import pymysql
 
@@ -187,6 +199,7 @@ def test_a_server_from_an_older_version_is_locked_down_on_its_next_up(fresh_serv
     assert_locked_down(server, creds)
 
 
+@mysql_only
 def test_db_up_checks_that_it_can_log_in(fresh_server, monkeypatch, capsys):
     from neural_reg.cli import main
     from neural_reg.database import DatabaseError, connect
@@ -211,6 +224,7 @@ def test_db_up_checks_that_it_can_log_in(fresh_server, monkeypatch, capsys):
     assert "cannot reach" in capsys.readouterr().err
 
 
+@mysql_only
 def test_check_packet_size_agrees_with_the_server(fresh_server):
     import pymysql
 
@@ -237,3 +251,147 @@ def test_check_packet_size_agrees_with_the_server(fresh_server):
         finally:
             cur.execute(f"SET GLOBAL max_allowed_packet={1 << 30}")
             cur.execute("DROP DATABASE packet_check")
+
+
+# ---- the private PostgreSQL ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fresh_postgres(tmp_path_factory):
+    server = PrivatePostgres(tmp_path_factory.mktemp("fresh-pg"))
+    creds = server.up()
+    yield server, creds
+    server.down()
+
+
+def _pg(server_or_host, port, user, password, **kw):
+    import psycopg2
+
+    host = str(server_or_host.socket_dir) if isinstance(server_or_host, PrivatePostgres) else server_or_host
+    conn = psycopg2.connect(host=host, port=port, user=user, password=password, connect_timeout=5, **kw)
+    conn.autocommit = True
+    return conn
+
+
+@postgres_only
+def test_postgres_up_reuse_stale_pid_and_down(tmp_path):
+    server = PrivatePostgres(tmp_path)
+    try:
+        creds = server.up()
+        pid = server.pid()
+        assert server.is_running() and creds.backend == "postgresql" and creds.database == "neuralreg"
+        assert stat.S_IMODE(os.stat(server.credentials_file).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(server.root).st_mode) == 0o700
+        assert "password=***" in repr(creds) and creds.password not in repr(creds)
+        assert "listen_addresses = '127.0.0.1'" in server.conf.read_text()
+        assert server.up() == creds and server.pid() == pid  # a second up reuses the running server
+        conn = _pg(creds.host, creds.port, creds.user, creds.password, dbname=creds.database)
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT current_user, current_database(), rolsuper, rolcreaterole FROM pg_roles "
+                        "WHERE rolname = current_user")
+            assert cur.fetchone() == (APP_USER, "neuralreg", False, True)
+        conn.close()
+        assert server.down() is True and not server.is_running()
+        assert server.down() is False
+        server.pidfile.write_text("999999\n")  # a stale pid file: the next start is not stopped by it
+        assert not server.is_running()
+        again = server.up()
+        assert again == creds and server.is_running() and server.pid() != 999999
+    finally:
+        server.down()
+
+
+@postgres_only
+def test_postgres_is_locked_down(fresh_postgres):
+    import psycopg2
+
+    server, creds = fresh_postgres
+    stored = _stored(server)
+    conn = _pg(server, creds.port, "postgres", stored["superuser_password"], dbname="postgres")
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT rolname FROM pg_roles WHERE rolcanlogin")
+        logins = sorted(r[0] for r in cur.fetchall())
+        cur.execute("SHOW listen_addresses")
+        assert cur.fetchone()[0] == "127.0.0.1"
+        cur.execute("SELECT pg_backend_pid()")
+        backend_pid = cur.fetchone()[0]
+    conn.close()
+    assert logins == sorted([APP_USER, "postgres"])
+    for user in logins:  # no way in without the password, over TCP or the socket
+        for host in ("127.0.0.1", server):
+            with pytest.raises(psycopg2.OperationalError, match="password authentication failed|no password"):
+                _pg(host, creds.port, user, "", dbname="postgres").close()
+    if os.geteuid() == 0:  # PostgreSQL never runs as root: here as the postgres system account
+        assert os.stat(f"/proc/{backend_pid}").st_uid != 0 and os.stat(server.datadir).st_uid != 0
+    app = _pg(creds.host, creds.port, creds.user, creds.password, dbname=creds.database)
+    with app, app.cursor() as cur:  # the app account runs no program and reads no server file
+        for sql in ("COPY (SELECT 1) TO PROGRAM 'true'", "SELECT pg_read_file('/etc/passwd')"):
+            with pytest.raises(psycopg2.Error) as info:
+                cur.execute(sql)
+            assert info.value.pgcode == "42501", (sql, info.value.pgcode)
+    app.close()
+    log = server.log.read_text(errors="replace")
+    assert creds.password not in log and stored["superuser_password"] not in log
+
+
+@postgres_only
+def test_postgres_db_up_status_down_by_the_command_line(tmp_path, monkeypatch, capsys):
+    from neural_reg.cli import main
+
+    monkeypatch.setenv("NEURALREG_HOME", str(tmp_path))
+    for name in ("DJ_HOST", "DJ_USER", "DJ_PASS", "DJ_PORT", "DJ_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        assert main(["db", "up", "--backend", "postgresql"]) == 0
+        captured = capsys.readouterr()
+        assert "database ready" in captured.out and "PostgreSQL 1" in captured.out and "private postgresql" in \
+            captured.out
+        assert "DJ_BACKEND=postgresql" in captured.err  # the other commands follow the settings: says how
+        assert main(["db", "status", "--backend", "postgresql"]) == 0
+        password = _stored(PrivatePostgres(tmp_path))["password"]
+        out = capsys.readouterr().out
+        assert "private postgresql server: running" in out and password not in out
+        assert main(["db", "down", "--backend", "postgresql"]) == 0
+        assert "stopped" in capsys.readouterr().out
+    finally:
+        PrivatePostgres(tmp_path).down()
+
+
+@postgres_only
+def test_postgres_db_up_checks_that_it_can_log_in(fresh_postgres, monkeypatch, capsys):
+    from neural_reg.cli import main
+    from neural_reg.database import DatabaseError, connect
+
+    server, creds = fresh_postgres
+    monkeypatch.setenv("DJ_BACKEND", "postgresql")
+    monkeypatch.setenv("DJ_HOST", f"127.0.0.1:{creds.port}")
+    monkeypatch.setenv("DJ_USER", creds.user)
+    monkeypatch.setenv("DJ_DATABASE_NAME", creds.database)
+    monkeypatch.setenv("DJ_PASS", "not-the-password-4711")
+    assert main(["db", "up"]) == 2
+    captured = capsys.readouterr()
+    assert "refused the password" in captured.err and "not-the-password-4711" not in captured.err
+    with pytest.raises(DatabaseError) as info:
+        connect(load_settings())
+    assert "refused the password" in str(info.value) and "not-the-password-4711" not in str(info.value)
+    monkeypatch.setenv("DJ_PASS", creds.password)
+    assert main(["db", "up"]) == 0
+    assert "database ready" in capsys.readouterr().out
+    monkeypatch.setenv("DJ_DATABASE_NAME", "no_such_database")
+    assert main(["db", "up"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    monkeypatch.setenv("DJ_HOST", "127.0.0.1:1")
+    assert main(["db", "up"]) == 2
+    assert "cannot reach" in capsys.readouterr().err
+
+
+@postgres_only
+def test_check_packet_size_on_postgres(fresh_postgres):
+    from neural_reg.database import POSTGRES_STATEMENT_CAP, DatabaseError, check_packet_size
+
+    server, creds = fresh_postgres
+    conn = _pg(creds.host, creds.port, creds.user, creds.password, dbname=creds.database)
+    try:
+        assert check_packet_size(conn, 200 << 20, "a paper-size block") == POSTGRES_STATEMENT_CAP
+        with pytest.raises(DatabaseError, match="at most 1 GB in one statement.*smaller pieces"):
+            check_packet_size(conn, 600 << 20, "too big")
+    finally:
+        conn.close()

@@ -98,3 +98,40 @@ def test_gamma_filters_the_combined_layers_but_every_layer_is_scored(model, stim
 def test_a_degenerate_target_gives_nan_not_zero(model, stimuli):
     combined, r = brain_likeness(model, stimuli, np.ones((N, N), np.float32), {})
     assert math.isnan(combined) and all(math.isnan(v) for v in r.values())
+
+
+def test_as_trained_is_the_similarity_the_regulariser_trains():
+    """With the regulariser's running means, the as-trained similarity is exactly what its forward computes on
+    the same stimulus batch (train-mode BN, channel-mean centring); the eval-mode definition differs."""
+    import torch
+
+    from pipeline.classifier.resnet import build_classifier
+    from pipeline.classifier.similarity_loss import SimilarityRegulariser
+    from pipeline.robustness.brain_likeness import as_trained_similarities, layer_similarities
+
+    torch.manual_seed(0)
+    model = build_classifier("resnet10-w8", 10)
+    model.train()
+    with torch.no_grad():  # give batch norm running statistics unlike the stimuli's
+        model(torch.rand(64, 1, 32, 32) * 0.3)
+    layers = ("layer1", "layer3")
+    reg = SimilarityRegulariser({k: model.layer_channels()[k] for k in layers})
+    stimuli = np.random.default_rng(0).uniform(0, 255, (12, 36, 64)).astype(np.float32)
+    x = torch.as_tensor(stimuli / 255.0)[:, None]
+    reg.train()
+    with torch.no_grad():
+        reg.layer_similarities(model.features(torch.rand(12, 1, 36, 64), layers))  # sets fbar
+    reg.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.train()
+        expected = reg.layer_similarities(model.features(x, layers)).numpy()
+    means = {k: reg.running_mean(k).numpy() for k in layers}
+    model.load_state_dict(before)
+    got = as_trained_similarities(model, stimuli, layers, channel_means=means)
+    for i, k in enumerate(layers):
+        np.testing.assert_allclose(got[k], expected[i], atol=2e-5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()
+               if "running" in k)  # batch-norm statistics untouched
+    evaluated = layer_similarities(model, stimuli, layers)
+    assert np.abs(evaluated["layer3"] - got["layer3"]).max() > 1e-2

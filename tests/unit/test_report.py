@@ -752,4 +752,93 @@ def test_condition_labels_and_order():
     df = pd.DataFrame({"regulariser": ["Neural", "zeta", "None", "Neural", "Shuffle"],
                        "alpha": [10.0, 1.0, 0.0, 1.0, 1.0]})
     assert C.conditions(df) == [("None", 0.0), ("Shuffle", 1.0), ("Neural", 1.0), ("Neural", 10.0), ("zeta", 1.0)]
-    assert set(S.CONTROL_REFERENCES) == {"None", "Shuffle", "Pixel", "Random", "VGG"}
+    assert set(S.CONTROL_REFERENCES) == {"None", "Shuffle", "Pixel", "Random", "VGG", "Contrast energy", "Robust net",
+                                         "Deflated", "Neural (truth)"}
+    assert C.regulariser_label("contrast-energy") == "Contrast energy" and C.regulariser_label("deflated") == "Deflated"
+
+
+# ------------------------------------------------------------------ statistics, targets, brain-likeness
+
+_STAT_CONDS = [("None", 0.0), (C.ADVERSARIAL, 0.0), ("Pixel", 10.0), ("Neural", 10.0)]
+
+
+def _stat_frames(n_seeds=3, n=60):
+    """base, score_samples, scores and noise frames of one experiment (Neural and the adversarial classifier
+    clearly more robust than None, Pixel as None)."""
+    rng = np.random.default_rng(0)
+    difficulty = rng.lognormal(0, 0.5, n)
+    gain = {"Neural": 0.4, C.ADVERSARIAL: 0.9}
+    samples, scores, noise, base = [], [], [], []
+    for reg, alpha in _STAT_CONDS:
+        for s in range(n_seeds):
+            d = difficulty * np.exp(gain.get(reg, 0.0) + rng.normal(0, 0.03)) * rng.lognormal(0, 0.2, n)
+            key = dict(task="digits", arch="r", train_name="t", regulariser=reg, kind="k", alpha=alpha, seed=s)
+            base.append(dict(key, key={"seed": s, "reg": reg}, test_accuracy=0.9 + 0.01 * s))
+            samples.append(dict(key, attack_set="set", norm="L2", sample_idx=np.arange(n), distances=d))
+            scores.append(dict(key, attack_set="set", norm="L2", median=float(np.median(d)), robust_accuracy=0.5,
+                               threshold=0.5, n_attacks=2, n_samples=n))
+            for std in (0.0, 0.2):
+                noise.append(dict(key, noise_name="cfg", std=std, accuracy=0.9 - std * (1 - gain.get(reg, 0)),
+                                  n_samples=100))
+    return {"base": pd.DataFrame(base), "samples": pd.DataFrame(samples), "scores": pd.DataFrame(scores),
+            "noise": pd.DataFrame(noise)}
+
+
+def test_statistics_section_shows_conditions_with_cis_verdicts_and_effects(tmp_path):
+    frames = _stat_frames()
+    sections = R.experiment_sections(tmp_path, {"task": "digits"}, frames)
+    section = next(s for s in sections if s["title"].startswith("Robustness with confidence intervals"))
+    (cap_c, intervals), (cap_v, verdicts), (_, effects) = section["tables"]
+    assert "hierarchical bootstrap over seeds" in cap_c and "60 attacked test samples" in cap_c
+    assert list(intervals.index) == _STAT_CONDS and list(intervals.columns) == ["seeds", "clean acc", "median L2",
+                                                                               "noise acc"]
+    assert intervals.loc[("None", 0.0), "clean acc"].startswith("0.91 [")  # mean of 0.90, 0.91, 0.92
+    assert list(verdicts.index) == ["Neural beats None", "Neural beats Pixel", "Adversarial (PGD) beats None"]
+    assert verdicts.loc["Adversarial (PGD) beats None", "median L2"].startswith("yes: +1")  # exp(0.9) = 2.5x
+    assert verdicts.loc["Neural beats Pixel", "median L2"].startswith("yes: +")
+    assert list(verdicts.columns) == ["median L2", "noise acc"]  # clean accuracy is no robustness claim
+    assert "Benjamini-Hochberg over the 6 cells" in cap_v  # the family: 3 claims x 2 metrics
+    assert set(effects["reference"]) == {"None", "Pixel"} and "verdict" in effects.columns
+    (path, caption), = section["images"]
+    assert path.name == "effects_digits.png" and "FCR-adjusted" in caption
+    fig6 = next(s for s in sections if s["title"].startswith("Fig 6"))
+    shown = fig6["tables"][-1][1]  # the scores table: each classifier's median with its bootstrap CI
+    assert list(shown.columns[shown.columns.get_loc("median"):][:3]) == ["median", "median_ci_low", "median_ci_high"]
+    assert ((shown["median_ci_low"] < shown["median"]) & (shown["median"] < shown["median_ci_high"])).all()
+    page = H.write_report(tmp_path / "page", "t", sections).read_text()
+    assert "Adversarial (PGD) beats None" in page
+
+
+def test_target_section_table_and_spectrum_or_what_to_populate(tmp_path):
+    missing = R.target_section(tmp_path, pd.DataFrame())
+    assert "TargetDiagnostics" in missing["missing"] and "populate TargetDiagnostics" in missing["missing"]
+    shares = np.array([0.4, 0.2, 0.1, 0.05])
+    diag = pd.DataFrame([dict(target_name="Neural", kind="neural-model", regulariser="Neural", n_images=80,
+                              top1_share=0.4, spectrum_exponent=1.2, r_contrast=0.7, eigenvalue_shares=shares),
+                         dict(target_name="Pixel", kind="pixel", regulariser="Pixel", n_images=80, top1_share=0.25,
+                              spectrum_exponent=np.nan, r_contrast=0.3, eigenvalue_shares=shares / 2)])
+    section = R.target_section(tmp_path, diag)
+    (_, table), = section["tables"]
+    assert "eigenvalue_shares" not in table.columns and table["top1_share"].tolist() == [0.4, 0.25]
+    (path, caption), = section["images"]
+    assert path.name == "target_spectrum.png" and "leading 4 eigenvalues" in caption and "2 targets" in caption
+    fig = F.target_spectrum(diag)
+    left = fig.axes[0]
+    neural = next(line for line in left.lines if line.get_gid() == "Neural")
+    np.testing.assert_allclose(neural.get_ydata(), shares)
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["Neural (exponent 1.20)", "Pixel"]
+    np.testing.assert_allclose(next(line for line in fig.axes[1].lines if line.get_gid() == "Pixel").get_ydata(),
+                               np.cumsum(shares / 2))
+
+
+def test_brain_likeness_table_names_both_definitions():
+    brain = pd.DataFrame([dict(target_name="Neural", regulariser=r, alpha=a, seed=s, correlation=c + 0.1 * s,
+                               correlation_eval=c / 2)
+                          for r, a, c in (("None", 0.0, 0.5), ("Neural", 10.0, 0.8)) for s in (0, 1)])
+    table = F.brain_likeness_table(brain)
+    as_trained, evaluated = F.BRAIN_LIKENESS_NAMES["correlation"], F.BRAIN_LIKENESS_NAMES["correlation_eval"]
+    assert list(table.columns) == ["target_name", "regulariser", "alpha", as_trained, evaluated, "n"]
+    assert table[as_trained].tolist() == ["0.550 ± 0.050", "0.850 ± 0.050"]  # mean ± SEM of (c, c + 0.1)
+    assert table[evaluated].tolist() == ["0.250 ± 0.000", "0.400 ± 0.000"]
+    old = F.brain_likeness_table(brain.assign(correlation_eval=np.nan))  # column not yet in the schema
+    assert evaluated not in old.columns and as_trained in old.columns

@@ -9,8 +9,10 @@ from neural_reg.settings import SettingsError, load_settings
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     for name in ("NEURALREG_PREFIX", "NEURALREG_HOME", "NEURALREG_CONFIG", "DJ_HOST", "DJ_USER", "DJ_PASS",
-                 "DJ_PORT"):
+                 "DJ_PORT", "DJ_BACKEND", "DJ_DATABASE_NAME", "DJ_IGNORE_CONFIG_FILE"):
         monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".git").mkdir()  # a repository's root: no datajoint.json above it is looked for (as DataJoint)
+    monkeypatch.setattr("neural_reg.settings.SYSTEM_SECRETS_DIR", tmp_path / "no-system-secrets")
     monkeypatch.chdir(tmp_path)
 
 
@@ -170,3 +172,109 @@ def test_check_packet_size_names_the_setting_the_values_and_the_fix():
     assert "SET GLOBAL max_allowed_packet=469762048" in message and "--max-allowed-packet=448M" in message
     with pytest.raises(DatabaseError, match="no server takes more than 1G"):
         check_packet_size(FakeConnection(), 600 << 20, "a huge block")
+
+
+# ---- DataJoint's own configuration: datajoint.json, .secrets/, DJ_* ------------------------------------------
+def write_datajoint(directory, data, secrets=None):
+    (directory / "datajoint.json").write_text(json.dumps(data))
+    if secrets:
+        (directory / ".secrets").mkdir()
+        for name, value in secrets.items():
+            (directory / ".secrets" / name).write_text(value + "\n")
+
+
+def test_a_datajoint_json_naming_a_lab_server_is_used(tmp_path):
+    write_datajoint(tmp_path, {"database": {"host": "db.lab", "port": 3307, "user": "alice"}},
+                    {"database.password": "s3cret-pass"})
+    settings = load_settings()
+    assert (settings.host, settings.port, settings.user, settings.backend) == ("db.lab", 3307, "alice", "mysql")
+    assert settings.datajoint_file == tmp_path / "datajoint.json" and settings.secrets_dir == tmp_path / ".secrets"
+    creds = shared_credentials(settings)  # a shared server: no private one starts
+    assert (creds.host, creds.port, creds.user, creds.password) == ("db.lab", 3307, "alice", "s3cret-pass")
+    assert "s3cret-pass" not in repr(settings) + repr(creds)
+
+
+def test_datajoint_json_flat_keys_secrets_user_and_a_parent_directory(tmp_path, monkeypatch):
+    write_datajoint(tmp_path, {"database.host": "pg.lab", "database.backend": "postgresql",
+                               "database.name": "lab"},
+                    {"database.user": "bob", "database.password": "pg-pass"})
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")  # found from a subdirectory, as DataJoint finds it
+    creds = shared_credentials(load_settings())
+    assert (creds.host, creds.port, creds.user, creds.password) == ("pg.lab", 5432, "bob", "pg-pass")
+    assert (creds.backend, creds.database) == ("postgresql", "lab")
+
+
+def test_the_precedence_env_then_neural_reg_json_then_datajoint_json_then_secrets(tmp_path, monkeypatch):
+    write_datajoint(tmp_path, {"database": {"host": "dj.lab", "user": "dj-user", "password": "dj-pass"}},
+                    {"database.user": "secret-user", "database.password": "secret-pass"})
+    settings = load_settings()
+    assert (settings.host, settings.user) == ("dj.lab", "dj-user")  # datajoint.json over its .secrets/
+    assert shared_credentials(settings).password == "dj-pass"
+    secret = tmp_path / "pass"
+    secret.write_text("file-pass\n")
+    write_config(tmp_path, {"database": {"host": "nr.lab", "user": "nr-user", "password_file": str(secret)}})
+    settings = load_settings()
+    assert (settings.host, settings.user) == ("nr.lab", "nr-user")  # neural-reg.json over datajoint.json
+    assert shared_credentials(settings).password == "file-pass"
+    for name, value in {"DJ_HOST": "env.lab", "DJ_USER": "env-user", "DJ_PASS": "env-pass"}.items():
+        monkeypatch.setenv(name, value)
+    creds = shared_credentials(load_settings())  # the environment over both files
+    assert (creds.host, creds.user, creds.password) == ("env.lab", "env-user", "env-pass")
+
+
+def test_dj_ignore_config_file_skips_datajoint_json_and_its_secrets(tmp_path, monkeypatch):
+    write_datajoint(tmp_path, {"database": {"host": "dj.lab", "user": "alice"}}, {"database.password": "p"})
+    monkeypatch.setenv("DJ_IGNORE_CONFIG_FILE", "true")
+    settings = load_settings()
+    assert settings.host is None and settings.datajoint_file is None and shared_credentials(settings) is None
+
+
+def test_backend_setting_and_its_default_port(tmp_path, monkeypatch):
+    assert load_settings().backend == "mysql"
+    monkeypatch.setenv("DJ_BACKEND", "postgresql")
+    assert load_settings().backend == "postgresql"
+    monkeypatch.setenv("DJ_HOST", "pg.lab")
+    monkeypatch.setenv("DJ_USER", "alice")
+    monkeypatch.setenv("DJ_PASS", "x-pass")
+    creds = shared_credentials(load_settings())
+    assert (creds.port, creds.backend, creds.database) == (5432, "postgresql", "postgres")
+    monkeypatch.delenv("DJ_BACKEND")
+    write_config(tmp_path, {"database": {"backend": "mariadb"}})
+    assert load_settings().backend == "mysql"
+    monkeypatch.setenv("DJ_BACKEND", "oracle")
+    with pytest.raises(SettingsError, match="DJ_BACKEND: backend 'oracle' is not known.*'postgresql'"):
+        load_settings()
+
+
+def test_a_bad_datajoint_json_is_an_error_naming_it_without_its_text(tmp_path):
+    (tmp_path / "datajoint.json").write_text('{"database": {"password": hunter22}}')
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "datajoint.json: not valid JSON" in str(info.value) and "hunter22" not in str(info.value)
+    write_datajoint(tmp_path, {"database": {"port": [3306]}})
+    with pytest.raises(SettingsError, match="database.port' must be an integer"):
+        load_settings()
+
+
+def test_datajoint_json_is_found_where_datajoint_finds_it(tmp_path, monkeypatch):
+    from datajoint.settings import find_config_file
+
+    from neural_reg.settings import _find_datajoint_file
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    write_datajoint(tmp_path / "a", {"database": {"host": "h"}})
+    for where in (tmp_path, tmp_path / "a", tmp_path / "a" / "b"):
+        monkeypatch.chdir(where)
+        assert _find_datajoint_file() == find_config_file()
+
+
+def test_check_packet_size_on_postgresql_has_its_1_gb_limit():
+    from types import SimpleNamespace
+
+    from neural_reg.database import POSTGRES_STATEMENT_CAP, check_packet_size
+
+    connection = SimpleNamespace(adapter=SimpleNamespace(backend="postgresql"))  # no query is sent
+    assert check_packet_size(connection, 300 << 20, "a block") == POSTGRES_STATEMENT_CAP
+    with pytest.raises(DatabaseError, match="a huge block: .*at most 1 GB in one statement.*smaller pieces"):
+        check_packet_size(connection, 600 << 20, "a huge block")
