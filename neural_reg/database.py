@@ -149,7 +149,47 @@ def scrub(text: str, *secrets_: str | None) -> str:
     return text
 
 
-class PrivateServer:
+class _ServerFiles:
+    """What both private servers share: a pid file, a JSON credentials file, and the checks on them."""
+
+    pidfile: Path
+    credentials_file: Path
+    root: Path
+    UP_COMMAND = "neural-reg db up"
+
+    def _pid_text(self, text: str) -> int:  # the pid file's first line is the pid (PostgreSQL adds more lines)
+        return int(text.splitlines()[0].strip())
+
+    def pid(self) -> int | None:
+        try:
+            return self._pid_text(self.pidfile.read_text())
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def is_running(self) -> bool:
+        pid = self.pid()
+        return pid is not None and pid_alive(pid)
+
+    def _stored(self) -> dict:
+        try:
+            return json.loads(self.credentials_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _checked_credentials(self) -> dict:
+        """The stored credentials, checked: an error naming the file and the fix when missing or damaged."""
+        if not self.credentials_file.exists():
+            raise DatabaseError(f"{self.credentials_file} is missing: the private server was never set up. "
+                                f"Fix: run `{self.UP_COMMAND}`.")
+        data = self._stored()
+        if not {"user", "password", "port"} <= data.keys():
+            raise DatabaseError(f"{self.credentials_file} is damaged (not the JSON neural-reg wrote). Fix: "
+                                f"`neural-reg db down`, then move {self.root} away and run `{self.UP_COMMAND}` (a "
+                                "new, empty server).")
+        return data
+
+
+class PrivateServer(_ServerFiles):
     """A MySQL-family server of this project's own, its data under ``<home>/mysql``."""
 
     def __init__(self, home: Path):
@@ -163,31 +203,8 @@ class PrivateServer:
         self.log = self.root / "mysqld.log"
 
     # -- state -------------------------------------------------------------------------------------------------
-    def pid(self) -> int | None:
-        try:
-            return int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-    def is_running(self) -> bool:
-        pid = self.pid()
-        return pid is not None and pid_alive(pid)
-
-    def _stored(self) -> dict:
-        try:
-            return json.loads(self.credentials_file.read_text())
-        except (OSError, ValueError):
-            return {}
-
     def credentials(self) -> Credentials:
-        if not self.credentials_file.exists():
-            raise DatabaseError(f"{self.credentials_file} is missing: the private server was never set up. "
-                                "Fix: run `neural-reg db up`.")
-        data = self._stored()
-        if not {"user", "password", "port"} <= data.keys():
-            raise DatabaseError(f"{self.credentials_file} is damaged (not the JSON neural-reg wrote). Fix: "
-                                f"`neural-reg db down`, then move {self.root} away and run `neural-reg db up` (a new, "
-                                "empty server).")
+        data = self._checked_credentials()
         return Credentials("127.0.0.1", int(data["port"]), data["user"], data["password"])
 
     def status(self) -> dict:
@@ -425,7 +442,7 @@ def find_postgres_bindir() -> Path | None:
     return None
 
 
-class PrivatePostgres:
+class PrivatePostgres(_ServerFiles):
     """A PostgreSQL server of this project's own, its data under ``<home>/postgres``.
 
     Like :class:`PrivateServer`: bound to 127.0.0.1 on a free port (and a socket in ``<home>/postgres``), every
@@ -447,32 +464,11 @@ class PrivatePostgres:
         self.credentials_file = self.root / "credentials.json"
         self.log = self.root / "postgres.log"
 
+    UP_COMMAND = "neural-reg db up --backend postgresql"
+
     # -- state -------------------------------------------------------------------------------------------------
-    def pid(self) -> int | None:
-        try:
-            return int(self.pidfile.read_text().splitlines()[0].strip())
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def is_running(self) -> bool:
-        pid = self.pid()
-        return pid is not None and pid_alive(pid)
-
-    def _stored(self) -> dict:
-        try:
-            return json.loads(self.credentials_file.read_text())
-        except (OSError, ValueError):
-            return {}
-
     def credentials(self) -> Credentials:
-        if not self.credentials_file.exists():
-            raise DatabaseError(f"{self.credentials_file} is missing: the private PostgreSQL was never set up. "
-                                "Fix: run `neural-reg db up --backend postgresql`.")
-        data = self._stored()
-        if not {"user", "password", "port"} <= data.keys():
-            raise DatabaseError(f"{self.credentials_file} is damaged (not the JSON neural-reg wrote). Fix: "
-                                f"`neural-reg db down`, then move {self.root} away and run `neural-reg db up` (a new, "
-                                "empty server).")
+        data = self._checked_credentials()
         return Credentials("127.0.0.1", int(data["port"]), data["user"], data["password"], backend="postgresql",
                            database=data.get("database", POSTGRES_APP_DATABASE))
 

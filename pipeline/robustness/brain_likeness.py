@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from pipeline.classifier.resnet import LAYER_NAMES
+from pipeline.classifier.similarity_loss import SimilarityRegulariser
 from pipeline.oracle.similarity import offdiagonal_correlation, population_similarity
 
 
@@ -97,16 +98,18 @@ def as_trained_similarities(model, stimuli: np.ndarray, layers: Sequence[str] = 
                     feats[layer].append(out[layer])
     finally:
         model.train(was_training)
-    result = {}
-    for layer in layers:
-        f = torch.cat(feats[layer]).double()  # (n, C, h, w)
+    # the regulariser's own Eq 9 (similarity_loss.SimilarityRegulariser, in eval mode: fbar is used, not updated)
+    features = {layer: torch.cat(f) for layer, f in feats.items()}
+    regulariser = SimilarityRegulariser({layer: f.shape[1] for layer, f in features.items()}).eval()
+    for layer, f in features.items():
         if channel_means and layer in channel_means:
-            mean = torch.as_tensor(np.array(channel_means[layer], dtype=np.float64))
+            mean = torch.as_tensor(np.array(channel_means[layer], dtype=np.float32))
         else:
-            mean = f.mean(dim=[0, 2, 3])
-        u = torch.nn.functional.normalize((f - mean.view(1, -1, 1, 1)).flatten(1), dim=1)
-        result[layer] = (u @ u.T).numpy().astype(np.float32)
-    return result
+            mean = f.mean(dim=[d for d in range(f.ndim) if d != 1])
+        regulariser.running_mean(layer).copy_(mean)
+    with torch.no_grad():
+        sims = regulariser.layer_similarities(features)
+    return {layer: sims[k].numpy().astype(np.float32) for k, layer in enumerate(regulariser.layers)}
 
 
 def brain_likeness_as_trained(model, stimuli: np.ndarray, target: np.ndarray, gamma: Mapping[str, float] | None,
