@@ -137,29 +137,33 @@ def test_setup_paper_enters_the_whole_experiment_in_one_call(populated):
         kinds = {label: (target.TargetConfig & {"target_hash": h}).fetch1("kind")
                  for label, h in summary["targets"].items()}
         assert kinds == {"Neural": "neural-model", "Shuffle": "shuffle", "Pixel": "pixel",
-                         "Neural (data)": "neural-data"}
+                         "Neural (data)": "neural-data", "Deflated": "deflated", "Contrast": "contrast-energy",
+                         "Robust net": "robust-net"}
         # the same resolved parameters are the same row: the Pixel control is the tiny experiment's own
         assert summary["targets"]["Pixel"] == populated["targets"]["Pixel"]
         assert len(robustness.AttackConfig & "attack_name like 'paper-tiny-%'") == len(preset_configs("paper"))
         assert len(robustness.AttackSet.Member & summary["attack_set"]) == len(preset_configs("paper"))
         train = classifier.TrainConfig.key_of("paper")
         assert classifier.TrainConfig.params_of(train) == resolve_train_config("paper")
-        # None + 3 targets x 2 alphas, 3 seeds each: entered now, trained once their targets are computed
-        assert summary["trainings"] == (1 + 3 * 2) * 3
-        assert len(classifier.Training & train) == summary["trainings"]
-        # Neural and its Shuffle wait for the paper's predictor; the Pixel target is the tiny one, computed already
+        # None + 6 targets x 2 alphas, 3 seeds each, plus the adversarially trained control's 3 seeds: entered now,
+        # trained once their targets are computed
+        assert summary["trainings"] == (1 + 6 * 2) * 3 + 3
+        assert len(classifier.Training & train) == (1 + 6 * 2) * 3
+        assert len(classifier.Training & classifier.TrainConfig.key_of("paper-pgd")) == 3
+        # Neural, its Shuffle and Deflated wait for the paper's predictor, the robust net for its training; the
+        # Pixel and Contrast targets are the tiny experiment's own, computed already
         waiting = classifier.Training & train & (classifier.Regulariser & [
-            {"target_hash": summary["targets"][label]} for label in ("Neural", "Shuffle")])
+            {"target_hash": summary["targets"][label]} for label in ("Neural", "Shuffle", "Deflated", "Robust net")])
         ready = classifier.TrainedClassifier.key_source & train
-        assert len(waiting) == 2 * 2 * 3 and len(ready & waiting.proj()) == 0
-        assert len(ready) == 3 + 2 * 3  # None and Pixel x 2 alphas, 3 seeds
+        assert len(waiting) == 4 * 2 * 3 and len(ready & waiting.proj()) == 0
+        assert len(ready) == 3 + 2 * 2 * 3  # None, and Pixel and Contrast x 2 alphas, 3 seeds
         assert not target.Target & {"target_hash": summary["targets"]["Neural"]}  # its predictor is not trained
         assert len(target.Target.key_source & {"target_hash": summary["targets"]["Neural"]}) == 0
         # entering it again changes nothing
         assert setup_paper("tiny", seeds=3, alphas=(20.0, 40.0)) == summary
     finally:
         _delete_experiment("paper-tiny")
-        (classifier.TrainConfig & {"train_name": "paper"}).delete(prompt=False)
+        (classifier.TrainConfig & [{"train_name": "paper"}, {"train_name": "paper-pgd"}]).delete(prompt=False)
         (predictor.PredictorConfig & {"predictor_name": "paper"}).delete(prompt=False)
         for table, name in ((robustness.NoiseConfig, "noise_name"), (robustness.CorruptionConfig, "corruption_name"),
                             (robustness.AttackSet, "attack_set_name")):

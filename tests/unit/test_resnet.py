@@ -92,7 +92,7 @@ def test_bad_names_are_clear_errors():
 
 def test_build_classifier_knows_exactly_the_listed_architectures(monkeypatch):
     monkeypatch.delitem(ARCHITECTURES, "resnet18-w4")
-    assert set(ARCHITECTURES) == {"resnet18", "resnet34", "resnet18-narrow"}
+    assert set(ARCHITECTURES) == {"resnet18", "resnet34", "resnet18-narrow", "resnet10-w8"}
     for arch in ARCHITECTURES:
         assert build_classifier(arch, 10).blocks == parse_arch(arch)[0]
     assert parse_arch("resnet18-w4") == ((2, 2, 2, 2), 4)  # a name that parses is not yet one that is built
