@@ -74,9 +74,17 @@ def test_a_neural_truth_target_of_a_recorded_scan_is_refused_when_entered_naming
     key = recording.ingest_scan(scan, {"animal_id": "recorded77", "session": 1, "scan_idx": 1}, "recorded77",
                                 "filetree")  # as if recorded: no noise-free truth
     oracle.ScanGroup.create("recorded77", [key])
-    with pytest.raises(NeuralRegError, match="scan recorded77-1-1 .*not simulated.*Fix: use a neural-model"):
-        target.TargetConfig.insert_target("recorded77-truth", "neural-truth", scan_group="recorded77")
-    with pytest.raises(NeuralRegError, match="recorded77-1-1"):  # deflating it does not get round the check
-        target.TargetConfig.insert_target("recorded77-deflated", "deflated",
-                                          base={"kind": "neural-truth", "scan_group": "recorded77"})
-    assert not target.TargetConfig & {"target_name": "recorded77-truth"}
+    try:
+        with pytest.raises(NeuralRegError, match="scan recorded77-1-1 .*not simulated.*Fix: use a neural-model"):
+            target.TargetConfig.insert_target("recorded77-truth", "neural-truth", scan_group="recorded77")
+        with pytest.raises(NeuralRegError, match="recorded77-1-1"):  # deflating it does not get round the check
+            target.TargetConfig.insert_target("recorded77-deflated", "deflated",
+                                              base={"kind": "neural-truth", "scan_group": "recorded77"})
+        assert not target.TargetConfig & {"target_name": "recorded77-truth"}
+    finally:  # the session's other tests expect only the tiny experiment's scans (nothing left to compute)
+        from neural_reg import stores
+
+        stores.delete(oracle.ScanGroup & {"scan_group": "recorded77"})
+        stores.delete(recording.Scan & key)
+        stores.delete(recording.ImageSet & {"image_set": "recorded77"})
+        stores.delete(recording.Animal & {"animal_id": "recorded77"})
