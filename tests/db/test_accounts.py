@@ -145,7 +145,7 @@ def test_worker_writes_what_it_computes_and_nothing_else(db, users, scan):
     denied(worker, f"INSERT INTO {t(db + '_recording', 'animal')} (animal_id) VALUES ('worker-was-here')")
     denied(worker, f"UPDATE {t(db + '_recording', 'scan')} SET n_trials=2 WHERE animal_id=%s", (scan["animal_id"],))
     denied(worker, f"DELETE FROM {t(db + '_recording', 'scan')} WHERE animal_id=%s", (scan["animal_id"],))
-    denied(worker, f"INSERT INTO {t(db + '_classifier', '#seed')} (seed) VALUES (4711)")
+    denied(worker, f"INSERT INTO {t(db + '_classifier', '#seed')} (classifier_seed) VALUES (4711)")
     denied(worker, f"DELETE FROM {t(db + '_classifier', 'train_config')}")
     denied(worker, f"DELETE FROM {t(db + '_oracle', 'scan_group__member')}")
     # no DDL
