@@ -151,8 +151,12 @@ def _pg_grant_statements(connection, prefix: str, role: str, account: str) -> li
         return statements
     statements = []
     for db in present:
+        # REFERENCES beside SELECT: PostgreSQL's information_schema.table_constraints shows a table's primary key
+        # only to a role with some privilege other than SELECT on it, and DataJoint reads the key from there (a
+        # SELECT-only role sees every table keyless and DataJoint builds broken SQL). REFERENCES lets a role
+        # create foreign keys to the table, which needs CREATE on a schema, which these roles do not have.
         statements += [f'GRANT USAGE ON SCHEMA "{db}" TO {account}',
-                       f'GRANT SELECT ON ALL TABLES IN SCHEMA "{db}" TO {account}']
+                       f'GRANT SELECT, REFERENCES ON ALL TABLES IN SCHEMA "{db}" TO {account}']
         if role == "worker":
             statements += [f'GRANT {WORKER_WRITE} ON "{db}"."{t}" TO {account}' for t in tables[db]
                            if worker_writable(t)]

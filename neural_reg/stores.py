@@ -167,7 +167,7 @@ def _schema_tables(connection, databases):
         if database in dj.list_schemas(connection=connection):
             schema = dj.Schema(database, connection=connection, create_tables=False)
             for name in schema.list_tables():
-                yield dj.FreeTable(connection, f"`{database}`.`{name}`")
+                yield dj.FreeTable(connection, connection.adapter.make_full_table_name(database, name))
 
 
 def remove_objects(paths, config=None) -> int:

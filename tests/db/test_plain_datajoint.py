@@ -7,6 +7,7 @@ store through ``DJ_STORES``, as any DataJoint user configures one."""
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -94,7 +95,7 @@ def test_plain_datajoint_reads_every_array_column(populated, db, tmp_path):
                 kinds.add(heading.attributes[column].codec.name)
     assert {"ndarray", "npfile", "blob"} <= kinds
     # every schema of the tiny experiment has rows with arrays the plain client read
-    filled = {name.split("`")[1].removeprefix(f"{db}_") for name, rows in ours.items() if rows}
+    filled = {re.split("[`\"]", name)[1].removeprefix(f"{db}_") for name, rows in ours.items() if rows}
     assert filled == set(schemas.SCHEMA_NAMES), filled
     npfile_rows = sum(len(rows) for table, rows in ours.items()
                       if any(dj.FreeTable(dj.conn(), table).heading.attributes[c].codec.name == "npfile"

@@ -3,10 +3,14 @@
 The MySQL-family one (MariaDB here) is tested in the mysql pass of `make test`, the PostgreSQL one in the
 postgresql pass (DJ_BACKEND=postgresql): each pass tests the server it runs on."""
 
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import stat
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -254,12 +258,31 @@ def test_check_packet_size_agrees_with_the_server(fresh_server):
 
 
 # ---- the private PostgreSQL ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _reachable_home():
+    """A fresh home the postgres system account can enter (pytest's tmp_path sits in a mode-0700 folder of root's,
+    which PostgreSQL, never running as root, cannot reach); removed afterwards."""
+    home = Path(tempfile.mkdtemp(prefix="neuralreg-pg-test-"))
+    home.chmod(0o711)
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_home():
+    with _reachable_home() as home:
+        yield home
+
+
 @pytest.fixture(scope="module")
-def fresh_postgres(tmp_path_factory):
-    server = PrivatePostgres(tmp_path_factory.mktemp("fresh-pg"))
-    creds = server.up()
-    yield server, creds
-    server.down()
+def fresh_postgres():
+    with _reachable_home() as home:
+        server = PrivatePostgres(home)
+        creds = server.up()
+        yield server, creds
+        server.down()
 
 
 def _pg(server_or_host, port, user, password, **kw):
@@ -272,8 +295,8 @@ def _pg(server_or_host, port, user, password, **kw):
 
 
 @postgres_only
-def test_postgres_up_reuse_stale_pid_and_down(tmp_path):
-    server = PrivatePostgres(tmp_path)
+def test_postgres_up_reuse_stale_pid_and_down(pg_home):
+    server = PrivatePostgres(pg_home)
     try:
         creds = server.up()
         pid = server.pid()
@@ -313,30 +336,32 @@ def test_postgres_is_locked_down(fresh_postgres):
         assert cur.fetchone()[0] == "127.0.0.1"
         cur.execute("SELECT pg_backend_pid()")
         backend_pid = cur.fetchone()[0]
+        if os.geteuid() == 0:  # PostgreSQL never runs as root: here as the postgres system account (the backend
+            # serving this connection exits when it closes, so look at it now)
+            assert os.stat(f"/proc/{backend_pid}").st_uid != 0 and os.stat(server.datadir).st_uid != 0
     conn.close()
     assert logins == sorted([APP_USER, "postgres"])
     for user in logins:  # no way in without the password, over TCP or the socket
         for host in ("127.0.0.1", server):
             with pytest.raises(psycopg2.OperationalError, match="password authentication failed|no password"):
                 _pg(host, creds.port, user, "", dbname="postgres").close()
-    if os.geteuid() == 0:  # PostgreSQL never runs as root: here as the postgres system account
-        assert os.stat(f"/proc/{backend_pid}").st_uid != 0 and os.stat(server.datadir).st_uid != 0
     app = _pg(creds.host, creds.port, creds.user, creds.password, dbname=creds.database)
     with app, app.cursor() as cur:  # the app account runs no program and reads no server file
         for sql in ("COPY (SELECT 1) TO PROGRAM 'true'", "SELECT pg_read_file('/etc/passwd')"):
             with pytest.raises(psycopg2.Error) as info:
                 cur.execute(sql)
             assert info.value.pgcode == "42501", (sql, info.value.pgcode)
+            app.rollback()  # `with app` opened a transaction, which the refused statement aborted
     app.close()
     log = server.log.read_text(errors="replace")
     assert creds.password not in log and stored["superuser_password"] not in log
 
 
 @postgres_only
-def test_postgres_db_up_status_down_by_the_command_line(tmp_path, monkeypatch, capsys):
+def test_postgres_db_up_status_down_by_the_command_line(pg_home, monkeypatch, capsys):
     from neural_reg.cli import main
 
-    monkeypatch.setenv("NEURALREG_HOME", str(tmp_path))
+    monkeypatch.setenv("NEURALREG_HOME", str(pg_home))
     for name in ("DJ_HOST", "DJ_USER", "DJ_PASS", "DJ_PORT", "DJ_BACKEND"):
         monkeypatch.delenv(name, raising=False)
     try:
@@ -346,13 +371,13 @@ def test_postgres_db_up_status_down_by_the_command_line(tmp_path, monkeypatch, c
             captured.out
         assert "DJ_BACKEND=postgresql" in captured.err  # the other commands follow the settings: says how
         assert main(["db", "status", "--backend", "postgresql"]) == 0
-        password = _stored(PrivatePostgres(tmp_path))["password"]
+        password = _stored(PrivatePostgres(pg_home))["password"]
         out = capsys.readouterr().out
         assert "private postgresql server: running" in out and password not in out
         assert main(["db", "down", "--backend", "postgresql"]) == 0
         assert "stopped" in capsys.readouterr().out
     finally:
-        PrivatePostgres(tmp_path).down()
+        PrivatePostgres(pg_home).down()
 
 
 @postgres_only

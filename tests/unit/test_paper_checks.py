@@ -24,7 +24,9 @@ def offdiag_r(a, b):
 
 @pytest.fixture(scope="module")
 def scans():
-    return simulate_scans(n_scans=3, n_neurons=250, n_images=700, n_oracle_images=30, n_repeats=8, seed=4)
+    # 2000 images (1600 to train on): with the RF-local normalisation of the simulator the cpu-fast predictor
+    # needs them; on 560 it reaches r(model, truth) 0.46 only, on 1200 0.61, on 2000 0.66, on 2400 0.69
+    return simulate_scans(n_scans=3, n_neurons=250, n_images=2000, n_oracle_images=30, n_repeats=8, seed=4)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,7 @@ def test_predictor_is_above_chance_and_below_the_oracle_ceiling(fig1d):
     ceiling = oracle_stats(scan.responses[oracle], scan.trial_image_ids[oracle]).oracle_correlation
     v = result.correlation
     print(f"predictor: mean v = {v.mean():.3f}, mean oracle correlation = {ceiling.mean():.3f}")
-    # chance: a single neuron's v over 240 held-out trials spreads +-0.065 around 0; the mean of 250 +-0.004
+    # chance: a single neuron's v over 200 held-out trials spreads +-0.07 around 0; the mean of 250 +-0.005
     assert v.mean() > 0.1 and (v > 0.05).mean() > 0.6
     # the oracle correlation (mean of the other repeats) bounds what any image-driven model can reach
     assert v.mean() < ceiling.mean() + 0.05
