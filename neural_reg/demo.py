@@ -1,7 +1,8 @@
 """The embedded default: the whole pipeline on simulated scans and scikit-learn's digits, on a laptop CPU.
 
 ``neural_reg/experiments/demo.json`` is the experiment: simulated scans -> oracle -> predictors -> targets ->
-classifiers (None / Shuffle / Pixel / Neural, 2 seeds) -> robustness. It is entered once, then every table is
+classifiers (None, Neural and its controls, the adversarially trained positive control; 4 seeds each) ->
+robustness. It is entered once, then every table is
 populated in dependency order, then the printed tables (neural_reg.report.summary_table: the conditions with
 95 % CIs, then the verdict table "Neural beats None / <each control>" and the positive control "Adversarial (PGD)
 beats None", yes / no / unresolved with the effect and its corrected CI) and the figures. A second run computes
