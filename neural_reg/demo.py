@@ -12,6 +12,7 @@ nothing twice.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from .experiment import enter_experiment, load_spec
 
@@ -30,9 +31,12 @@ def run(report_dir: str | None = "reports/demo", spec: dict | None = None) -> di
 
     from . import workflow
 
+    from schemas import classifier
+
     spec = spec or load_spec("demo")
     start = time.time()
     print("== experiment", spec["name"])
+    from_empty = len(classifier.TrainedClassifier()) == 0
     summary = enter_experiment(spec)
     for scan in recording.Scan.to_dicts():
         oracle_trials = len(recording.Trial & scan & "tier = 'oracle'")
@@ -58,5 +62,31 @@ def run(report_dir: str | None = "reports/demo", spec: dict | None = None) -> di
 
         path = build_report(report_dir)
         print(f"\nreport: {path}")
-    print(f"demo finished in {time.time() - start:.0f} s")
+    seconds = time.time() - start
+    print(f"demo finished in {seconds:.0f} s")
+    if report_dir and from_empty:
+        record_run(Path(report_dir) / RUN_RECORD, seconds)
     return summary
+
+
+RUN_RECORD = "run.json"
+
+
+def record_run(path: Path, seconds: float) -> None:
+    """What README says of the demo's wall time: written by a run that started from an empty database (so it
+    computed everything), with the commit and the machine; a later run that reuses the rows leaves it."""
+    import json
+    import os
+    import platform
+    from datetime import datetime, timezone
+
+    import torch
+
+    from pipeline.version import code_version
+
+    info = code_version(Path(__file__).resolve().parent.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "seconds": round(seconds, 1), "git_commit": info["git_commit"], "git_dirty": info["git_dirty"],
+        "date": f"{datetime.now(timezone.utc):%Y-%m-%d}", "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "machine": platform.machine()}, indent=1) + "\n")

@@ -103,8 +103,45 @@ def verdict_reading(result: dict | None, subject: str = "Neural") -> str:
     return " ".join(parts)
 
 
-def demo_blocks() -> dict[str, str]:
-    """{'demo-table', 'demo-verdicts', 'demo-reading'} from the tables of the activated schemas."""
+def run_text(report_dir: Path) -> str:
+    """The demo's wall time, from the record of its last run from an empty database (neural_reg.demo.record_run)."""
+    import json
+
+    from .demo import RUN_RECORD
+
+    path = Path(report_dir) / RUN_RECORD
+    if not path.exists():
+        return ("No timed run from an empty database is recorded here (reports/demo/run.json). Fix: "
+                "`neural-reg db drop neuralreg`, then `make readme`.")
+    run = json.loads(path.read_text())
+    at = f"commit {run['git_commit'][:7]}" + (" + uncommitted changes" if run.get("git_dirty") else "") \
+        if run.get("git_commit") else "an unknown commit"
+    return (f"From an empty database the demo took {run['seconds'] / 60:.1f} minutes ({run['seconds']:.0f} s) on "
+            f"this machine ({run['cpus']} CPUs, {run['torch_threads']} torch threads), at {at} on {run['date']}; "
+            "a second `make demo` computes nothing and takes seconds.")
+
+
+def calibration_text() -> str:
+    """Fig 1D and the spectrum's exponent of the demo's scans beside the paper's and mouse V1's."""
+    from pipeline.recording import calibration
+    from pipeline.report.figures import calibration_table
+
+    from . import queries
+
+    scans = queries.oracle_comparison()
+    if not scans:
+        return ""
+    table = calibration_table(scans).set_index("quantity").iloc[:, 0]
+    return (f"The simulated scans beside mouse V1 (mean over scans, min-max): on the oracle images, Fig 1D's "
+            f"r(single-trial, oracle similarity) is {table.iloc[0]} (paper {calibration.PAPER_TRIAL_VS_ORACLE_R}) "
+            f"and r(model, oracle similarity) {table.iloc[1]} (paper {calibration.PAPER_MODEL_VS_DATA_R}); the "
+            f"population's power-law exponent is {table.iloc[2]} (Stringer et al. 2019: "
+            f"{calibration.STRINGER_2019_EXPONENT}). ")
+
+
+def demo_blocks(report_dir: Path | None = None) -> dict[str, str]:
+    """{'demo-run', 'demo-table', 'demo-verdicts', 'demo-reading'} from the tables of the activated schemas (and
+    the demo's run record in ``report_dir``)."""
     from .report import demo_tables
 
     stamp = f"Written by `make readme` at {commit()} on {datetime.now(timezone.utc):%Y-%m-%d}, from the demo's tables."
@@ -132,17 +169,19 @@ def demo_blocks() -> dict[str, str]:
             brain_text += "; eval-mode: " + ", ".join(f"{k} {evaluated[k]:.2f}" for k in order if k in evaluated)
         brain_text += "."
     reading = ("Read it as what it is: a pipeline check on toy data, not the paper's result, "
-               f"{seeds} seed{'s' if seeds != 1 else ''} per condition. {target_text}{verdict_reading(tables['result'])}{brain_text} Whether "
+               f"{seeds} seed{'s' if seeds != 1 else ''} per condition. {calibration_text()}{target_text}"
+               f"{verdict_reading(tables['result'])}{brain_text} Whether "
                "neural data beat the controls on real scans and CIFAR is what the full-scale run below answers."
                f"\n\n{stamp}")
-    return {"demo-table": f"```\n{tables['conditions']}\n```\n\n{stamp}",
+    return {"demo-run": run_text(report_dir if report_dir is not None else ROOT / "reports" / "demo"),
+            "demo-table": f"```\n{tables['conditions']}\n```\n\n{stamp}",
             "demo-verdicts": f"```\n{tables['verdicts']}\n```\n\n{stamp}",
             "demo-reading": reading}
 
 
 def write_readme(report_dir: Path = ROOT / "reports" / "demo", readme: Path = ROOT / "README.md") -> Path:
     text = readme.read_text()
-    for name, content in demo_blocks().items():
+    for name, content in demo_blocks(report_dir).items():
         text = replace_block(text, name, content)
     for pattern, target_name in FIGURES.items():
         found = sorted(Path(report_dir).glob(pattern))

@@ -274,7 +274,11 @@ def neural_sections(outdir: Path, scans: list[dict], oracle_scans: list[dict], s
             text += "\n\nNo noise-free truth for some scans: " + "; ".join(notes)
         sections.append({"title": title1d, "text": text, "images": [(path, caption)],
                          "tables": [("Pearson r of off-diagonal similarities, per scan (NaN: no truth or no "
-                                     "non-oracle similarity)", figures.oracle_comparison_table(oracle_scans))]})
+                                     "non-oracle similarity)", figures.oracle_comparison_table(oracle_scans)),
+                                    ("Calibration: these scans beside mouse V1 (exponent: PCA of the simulator's "
+                                     "noise-free rates on the non-oracle images, ranks 10 to a quarter of the "
+                                     "spectrum; '-' for recorded scans)",
+                                     figures.calibration_table(oracle_scans, oracle_stats))]})
     else:
         sections.append({"title": title1d, "missing": (
             "Not drawn: no scan has both an oracle similarity (oracle.OracleSimilarity) and a trained predictor "

@@ -561,6 +561,37 @@ def oracle_comparison_table(scans: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def calibration_table(scans: Sequence[dict], oracle_stats: pd.DataFrame | None = None) -> pd.DataFrame:
+    """This data beside mouse V1: one row per quantity, the mean over scans (min-max) and the reference value.
+
+    scans: the dicts of :func:`oracle_comparison_table` (``exponent`` where the scan is simulated);
+    oracle_stats: neural_reg.queries.oracle_statistics (its 'mean oracle r'). References: the paper's Fig 1D
+    (r = 0.39 single-trial, 0.73 model, against the oracle similarity) and Stringer et al. 2019 (exponent 1.04)
+    (pipeline.recording.calibration).
+    """
+    from pipeline.recording import calibration
+
+    def summary(values) -> str:
+        v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+        if len(v) == 0:
+            return "-"
+        return f"{v.mean():.2f}" + (f" ({v.min():.2f}-{v.max():.2f})" if len(v) > 1 else "")
+
+    def r(a, b):
+        return None if a is None or b is None else offdiagonal_correlation(a, b)
+
+    rows = [("Fig 1D: r(single-trial, oracle similarity)", summary(r(s["trial"], s["oracle"]) for s in scans),
+             f"{calibration.PAPER_TRIAL_VS_ORACLE_R:.2f} (paper, Fig 1D)"),
+            ("Fig 1D: r(model, oracle similarity)", summary(r(s["model"], s["oracle"]) for s in scans),
+             f"{calibration.PAPER_MODEL_VS_DATA_R:.2f} (paper, Fig 1D)"),
+            ("power-law exponent of the population's spectrum", summary(s.get("exponent") for s in scans),
+             f"{calibration.STRINGER_2019_EXPONENT:.2f} (mouse V1, Stringer et al. 2019)")]
+    if oracle_stats is not None and not oracle_stats.empty:
+        rows.append(("mean oracle correlation of a neuron", summary(oracle_stats["mean oracle r"]),
+                     "about 0.3-0.5 median, wide spread (the paper's lab)"))
+    return pd.DataFrame(rows, columns=["quantity", "this data: mean over scans (min-max)", "mouse V1"])
+
+
 # ------------------------------------------------------------------------------------------ Fig 4: noise
 
 def _condition_styles(df: pd.DataFrame) -> tuple[list[str], dict]:

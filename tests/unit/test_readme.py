@@ -17,7 +17,7 @@ def test_replace_block_keeps_the_markers_and_everything_around_them():
 
 def test_the_readme_has_the_blocks_make_readme_writes():
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    for name in ("demo-table", "demo-verdicts", "demo-reading"):
+    for name in ("demo-run", "demo-table", "demo-verdicts", "demo-reading"):
         assert replace_block(text, name, "x").count("<!-- ") == text.count("<!-- ")
 
 
@@ -52,3 +52,40 @@ def test_the_reading_states_what_neural_does_with_its_ci_from_the_tables():
     better = verdict_reading(_result(0.5))  # no positive control: said, not hidden
     assert "2 are 'yes'" in better and "No adversarially trained classifier" in better
     assert verdict_reading(None) == "There are no robustness results yet, so no verdicts."
+
+
+def test_the_demo_wall_time_comes_from_the_run_record_and_a_missing_record_says_so(tmp_path):
+    from neural_reg.demo import record_run
+    from neural_reg.readme import run_text
+
+    assert "No timed run" in run_text(tmp_path) and "db drop" in run_text(tmp_path)
+    record_run(tmp_path / "run.json", 733.4)
+    text = run_text(tmp_path)
+    assert "12.2 minutes (733 s)" in text and "torch threads" in text
+
+
+def test_the_calibration_table_sets_fig_1d_and_the_exponent_beside_mouse_v1():
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.report.figures import calibration_table
+
+    rng = np.random.default_rng(1)
+
+    def sym(a):
+        return (a + a.T) / 2
+
+    oracle = sym(rng.normal(size=(12, 12)))
+    scans = [{"oracle": oracle, "trial": oracle + sym(rng.normal(scale=s, size=(12, 12))),
+              "model": oracle, "exponent": e} for s, e in ((1.0, 1.0), (2.0, 1.2))]
+    table = calibration_table(scans, pd.DataFrame({"mean oracle r": [0.3, 0.5]}))
+    values = dict(zip(table["quantity"], table.iloc[:, 1]))
+    assert values["Fig 1D: r(model, oracle similarity)"] == "1.00 (1.00-1.00)"
+    assert values["power-law exponent of the population's spectrum"] == "1.10 (1.00-1.20)"
+    assert values["mean oracle correlation of a neuron"] == "0.40 (0.30-0.50)"
+    low, high = map(float, values["Fig 1D: r(single-trial, oracle similarity)"].split(" (")[1].rstrip(")").split("-"))
+    assert 0 < low < high < 1  # the noisier scan's r is the lower one
+    assert list(table.iloc[:, 2])[:3] == ["0.39 (paper, Fig 1D)", "0.73 (paper, Fig 1D)",
+                                          "1.04 (mouse V1, Stringer et al. 2019)"]
+    recorded = calibration_table([{k: v for k, v in scans[0].items() if k != "exponent"}])
+    assert recorded.iloc[2, 1] == "-"
