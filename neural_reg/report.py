@@ -517,7 +517,8 @@ def experiment_sections(outdir: Path, experiment: dict, frames: dict) -> list[di
             "neural-reg populate TrainedClassifier.")})
     if not get["corruptions"].empty:
         sections.append({"title": "Common corruptions: mean accuracy over severities",
-                         "text": f"From robustness.CorruptionRobustness.Score ({_n_of(get['corruptions'])}).",
+                         "text": f"From robustness.CorruptionRobustness.Score ({_n_of(get['corruptions'])}). "
+                                 + _uninformative_text(get["corruptions"], experiment),
                          "tables": [(f"corruption config {name}" if name is not None else "",
                                      figures.corruption_table(rows))
                                     for name, rows in _groups(get["corruptions"], "corruption_name")]})
@@ -532,6 +533,25 @@ def experiment_sections(outdir: Path, experiment: dict, frames: dict) -> list[di
                                  f"({_n_of(brain)}).",
                          "tables": [figures.brain_likeness_table(brain)]})
     return sections
+
+
+def _uninformative_text(corruptions: pd.DataFrame, experiment: dict) -> str:
+    """Which corruption rows put every classifier at chance (figures.uninformative_corruptions), in words."""
+    from pipeline.classifier.tasks import TASKS
+
+    task = experiment.get("task")
+    if task not in TASKS:
+        return ""
+    n = int(pd.to_numeric(corruptions["n_samples"], errors="coerce").min()) if "n_samples" in corruptions else None
+    parts = []
+    for name, rows in _groups(corruptions, "corruption_name"):
+        bad = figures.uninformative_corruptions(rows, TASKS[task][0], n)
+        if len(bad):
+            cells = ", ".join(f"{r.corruption} {r.severity}" for r in bad.itertuples())
+            parts.append(f"uninformative (every classifier at chance, best below {bad['chance bound'].iloc[0]:.2f}"
+                         f"{'' if name is None else f', config {name}'}): {cells}")
+    return ("; ".join(parts).capitalize() + "." if parts else
+            "Every corruption and severity separates the classifiers: at each, some classifier is above chance.")
 
 
 def diagram_section(outdir: Path, schema_modules=None) -> dict:

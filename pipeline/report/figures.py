@@ -848,6 +848,22 @@ def corruption_table(df: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def uninformative_corruptions(df: pd.DataFrame, n_classes: int, n_samples: int | None = None) -> pd.DataFrame:
+    """The (corruption, severity) rows at which EVERY classifier is at chance: they cannot separate models.
+
+    df as :func:`corruption_table` takes it (one corruption_name); n_classes: the task's classes (chance =
+    1 / n_classes); n_samples: the corrupted test images per row, for the binomial noise of chance (None: 100).
+    A row is uninformative when the best classifier's accuracy is below chance + 3 binomial standard errors.
+    Returns columns corruption, severity, best accuracy, chance bound (empty when every row separates).
+    """
+    chance = 1.0 / n_classes
+    bound = chance + 3.0 * np.sqrt(chance * (1 - chance) / (n_samples or 100))
+    best = df.groupby(["corruption", "severity"], sort=False)["accuracy"].max().reset_index(name="best accuracy")
+    out = best[best["best accuracy"] < bound].copy()
+    out["chance bound"] = bound
+    return out.reset_index(drop=True)
+
+
 # --------------------------------------------------------------------------------- targets, effects
 
 def target_spectrum(df: pd.DataFrame) -> Figure:

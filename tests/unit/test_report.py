@@ -842,3 +842,17 @@ def test_brain_likeness_table_names_both_definitions():
     assert table[evaluated].tolist() == ["0.250 ± 0.000", "0.400 ± 0.000"]
     old = F.brain_likeness_table(brain.assign(correlation_eval=np.nan))  # column not yet in the schema
     assert evaluated not in old.columns and as_trained in old.columns
+
+
+def test_corruption_rows_where_every_classifier_is_at_chance_are_named_uninformative():
+    import pandas as pd
+
+    from pipeline.report.figures import uninformative_corruptions
+
+    rows = [dict(regulariser=r, seed=s, corruption=c, severity=v, accuracy=acc)
+            for r, good in (("None", 0.9), ("Neural", 0.6)) for s in (0, 1)
+            for c, v, acc in (("fog", 5, 0.11 if r == "None" else 0.09), ("fog", 1, good), ("blur", 5, 0.25))]
+    bad = uninformative_corruptions(pd.DataFrame(rows), n_classes=10, n_samples=200)
+    assert list(zip(bad["corruption"], bad["severity"])) == [("fog", 5)]  # 0.25 > 0.1 + 3 * 0.021: informative
+    assert abs(bad["chance bound"].iloc[0] - (0.1 + 3 * (0.09 / 200) ** 0.5)) < 1e-12
+    assert uninformative_corruptions(pd.DataFrame(rows), n_classes=2, n_samples=200).shape[0] == 2  # fog 1 separates
