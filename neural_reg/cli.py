@@ -265,6 +265,18 @@ def _report(args) -> int:
     return 0
 
 
+def _check_attacks(args) -> int:
+    from schemas import activate
+
+    from .attack_check import check_scores, format_rows
+
+    activate()
+    rows = check_scores(args.attack_set, limit=args.classifiers, n_samples=args.samples, norms=args.norms,
+                        rtol=args.rtol, restarts=args.restarts, steps=args.steps, seed=args.seed)
+    print(format_rows(rows, args.rtol))
+    return 0
+
+
 def _demo(args) -> int:
     from schemas import activate
 
@@ -618,6 +630,23 @@ def build_parser() -> argparse.ArgumentParser:
     rp = _add(sub, "report", "the paper's figures and an HTML page from the tables", ["neural-reg report reports/lab"])
     rp.add_argument("outdir", help="the folder to write index.html and the figures into")
     rp.set_defaults(func=_report)
+
+    ck = _add(sub, "check-attacks", "attack stored robustness scores with an independent ensemble (reads only)",
+              ["neural-reg check-attacks --attack-set demo-v2 --classifiers 4 --samples 100"],
+              description="Attack the stored per-sample minima (RobustnessScore.Norm) of some classifiers again, "
+                          "with APGD-CE, APGD-DLR, targeted APGD-DLR from random starts and Square (Linf), at "
+                          "(1 - rtol) x each sample's minimum; print how many samples it beats (a trustworthy score: "
+                          "few). Writes nothing.")
+    ck.add_argument("--attack-set", help="the attack set's name (default: the first entered)")
+    ck.add_argument("--classifiers", type=int, default=4, help="at most this many classifiers, one per condition "
+                    "first (default 4)")
+    ck.add_argument("--samples", type=int, default=100, help="the first N samples of each score (default 100)")
+    ck.add_argument("--norms", nargs="+", default=["Linf", "L2"], choices=["Linf", "L2"])
+    ck.add_argument("--rtol", type=float, default=0.005, help="attack at (1 - rtol) x the minimum (default 0.005)")
+    ck.add_argument("--restarts", type=int, default=1, help="random restarts per APGD loss (default 1)")
+    ck.add_argument("--steps", type=int, default=100, help="APGD steps (default 100)")
+    ck.add_argument("--seed", type=int, default=0)
+    ck.set_defaults(func=_check_attacks)
 
     dm = _add(sub, "demo", "the whole pipeline on the embedded default",
               ["neural-reg demo", "neural-reg demo --report reports/demo > demo.log 2>&1   # a log without bars"])

@@ -1,0 +1,109 @@
+"""`neural-reg check-attacks`: can an independent attack ensemble go below the stored robustness scores?
+
+For stored per-sample minima (robustness.RobustnessScore.Norm: the minimum over an attack set's attacks), the
+ensemble of :func:`pipeline.robustness.attacks.check.independent_check` (APGD-CE, APGD-DLR and targeted
+APGD-DLR from random starts, plus Square for Linf; nothing taken from the attacks that made the score) attacks
+each sample at radius (1 - rtol) * d. A sample is *beaten* when it finds a verified adversarial there. A score is
+trustworthy when few samples are beaten: issue 14 asks for fewer than 5 %.
+
+Reads the database, writes nothing: the check is a reviewer's tool, and its numbers go to stdout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class CheckRow:
+    classifier: str      # 'regulariser alpha=.. seed=..'
+    norm: str
+    n_checked: int       # samples with a finite, positive minimum
+    beaten: int
+    median_reported: float
+    median_after: float  # the median with every beaten sample's smaller distance
+    seconds: float
+
+    @property
+    def fraction(self) -> float:
+        return self.beaten / self.n_checked if self.n_checked else 0.0
+
+
+def check_scores(attack_set: str | None = None, limit: int = 4, n_samples: int | None = 100, norms=("Linf", "L2"),
+                 rtol: float = 0.005, restarts: int = 1, steps: int = 100, square_steps: int = 1000,
+                 seed: int = 0) -> list[CheckRow]:
+    """Check the stored scores of at most ``limit`` classifiers (one per condition first, in key order).
+
+    attack_set: an AttackSet name (None: the first one in key order). n_samples: check the first n of each score's
+    samples (None: all). The ensemble's settings as in independent_check; restarts=1 halves its price.
+    """
+    from pipeline.errors import NeuralRegError
+    from pipeline.robustness.attacks.check import independent_check
+    from schemas import classifier, robustness
+
+    from . import queries
+
+    sets = robustness.AttackSet.to_dicts(order_by="KEY")
+    if not sets:
+        raise NeuralRegError("no attack set is entered. Fix: enter an experiment with robustness.attacks first")
+    chosen = next((s for s in sets if s["attack_set_name"] == attack_set), None) if attack_set else sets[0]
+    if chosen is None:
+        raise NeuralRegError(f"attack set {attack_set!r} is not entered; entered: "
+                             f"{', '.join(s['attack_set_name'] for s in sets)}. Fix: --attack-set one of those")
+    base = queries.classifiers()
+    labels = {tuple(sorted(k.items())): (f"{r} alpha={a:g}", int(seed))
+              for k, r, a, seed in zip(base["key"], base["regulariser"], base["alpha"], base["seed"])}
+    pk = classifier.TrainedClassifier.primary_key
+    by_classifier: dict[tuple, dict] = {}
+    for row in (robustness.RobustnessScore.Norm & {"attack_set_hash": chosen["attack_set_hash"]}).to_dicts(
+            order_by="KEY"):
+        by_classifier.setdefault(tuple(sorted((k, row[k]) for k in pk)), {})[row["norm"]] = row
+    # one classifier per condition first (in seed order), so a small limit still covers the conditions
+    order = sorted(by_classifier, key=lambda k: (labels.get(k, (str(k), 0))[1], labels.get(k, (str(k), 0))[0]))
+    seen, first, rest = set(), [], []
+    for k in order:
+        condition, seed_ = labels.get(k, (str(dict(k)), 0))
+        (rest if condition in seen else first).append((f"{condition} seed={seed_}", k))
+        seen.add(condition)
+    out = []
+    for label, k in (first + rest)[:limit]:
+        key = dict(k)
+        model = classifier.load_trained(key)
+        for norm in norms:
+            row = by_classifier[k].get(norm)
+            if row is None:
+                continue
+            idx, d = np.asarray(row["sample_idx"]), np.asarray(row["distances"], np.float64)
+            if n_samples is not None:
+                idx, d = idx[:n_samples], d[:n_samples]
+            task = robustness._task(key["task"], str(_data_dir()))
+            x, y = task.test_x[idx], task.test_y[idx]
+            result = independent_check(model, x, y, d, norm, rtol=rtol, restarts=restarts, steps=steps,
+                                       square_steps=square_steps, seed=seed)
+            checked = np.isfinite(d) & (d > 0)
+            after = np.where(np.isfinite(result.distances) & (result.distances < d), result.distances, d)
+            out.append(CheckRow(label, norm, int(checked.sum()), int(result.beaten.sum()), float(np.median(d)),
+                                float(np.median(after)), float(result.wall_time)))
+    return out
+
+
+def _data_dir():
+    from .settings import load_settings
+
+    return load_settings().data_dir
+
+
+def format_rows(rows: list[CheckRow], rtol: float) -> str:
+    lines = [f"{'classifier':<34} {'norm':<5} {'checked':>7} {'beaten':>7} {'share':>7} {'median':>9} "
+             f"{'after':>9} {'s':>6}"]
+    for r in rows:
+        lines.append(f"{r.classifier:<34} {r.norm:<5} {r.n_checked:>7} {r.beaten:>7} {100 * r.fraction:>6.1f}% "
+                     f"{r.median_reported:>9.4f} {r.median_after:>9.4f} {r.seconds:>6.0f}")
+    for norm in sorted({r.norm for r in rows}):
+        mine = [r for r in rows if r.norm == norm]
+        n, b = sum(r.n_checked for r in mine), sum(r.beaten for r in mine)
+        lines.append(f"check-attacks: {norm} beaten={b}/{n} ({100 * b / max(n, 1):.1f}%) at (1 - {rtol:g}) x the "
+                     f"stored minimum, {len(mine)} classifiers (goal < 5%)")
+    return "\n".join(lines)
