@@ -1,4 +1,4 @@
-"""Ready-made attack configurations: the paper's protocol, a fast one (the demo's), and the old laptop demo.
+"""Ready-made attack configurations: the paper's protocol, a fast strong one (a laptop's price), and the old laptop demo.
 
 How the minimum is made strong and cheap (see ``search`` and ``apgd``): each Linf / L2 configuration of APGD
 starts its per-sample brackets from an upper bound computed in the same run (FMN for Linf, DDN for L2,
@@ -60,17 +60,20 @@ ATTACK_PRESETS: dict[str, dict[str, dict]] = {
         "L0-fmn": _cfg("fmn", "L0", {"steps": [100, 1000]}, 1000, 250),
         "L0-bb": _cfg("bb", "L0", {"steps": [1000], "lr": [1e-3]}, 1000, 250, init_steps=1000),
     },
-    # The demo's (20 samples on a laptop CPU): one APGD configuration per headline norm does the work (its FMN /
-    # DDN bound, ray-refined; APGD-CE rounds below it, warm-started, each failure confirmed by two fresh runs
-    # with DLR then CE; brackets closed at 0.5%); Brendel-Bethge polishes L2 from a DDN start (the old demo's
-    # configuration, so its stored results are reused); Square checks Linf without gradients.
+    # A strong minimum at a laptop's price (issue 14), tuned on the demo's classifiers against the independent
+    # check (attacks.check, `neural-reg check-attacks`): its wins came almost all from targeted APGD-DLR, so the
+    # search's rounds are targeted DLR towards each sample's 3 nearest linearised boundaries, warm-started, each
+    # failure confirmed by two fresh runs (DLR, then CE), the brackets closed at 0.2 % (Linf; 0.5 % L2). On the
+    # demo's None classifier (100 samples) the check then beats 3.1 % (Linf) and 2.1 % (L2) of the minima,
+    # against 31 % / 27 % with untargeted CE rounds and 0.5 % brackets. Brendel-Bethge polishes L2 from a DDN
+    # start; Square checks Linf without gradients.
     "fast": {
-        "Linf-apgd": _cfg("apgd", "Linf", {"steps": [20], "loss": ["ce"]}, 20, 20,
-                          search=_search("fmn", 50, rtol=0.005, confirm=2)),
+        "Linf-apgd": _cfg("apgd", "Linf", {"steps": [50], "loss": ["dlr"], "targets": [3]}, 20, 20,
+                          search=_search("fmn", 50, steps=10, rtol=0.002, confirm=2)),
         "Linf-square": _cfg("square", "Linf", {"steps": [200]}, 20, 20,
                             search={**_search("fmn", 100), "warm": False}),
-        "L2-apgd": _cfg("apgd", "L2", {"steps": [20], "loss": ["ce"]}, 20, 20,
-                        search=_search("ddn", 100, rtol=0.005, confirm=2)),
+        "L2-apgd": _cfg("apgd", "L2", {"steps": [20], "loss": ["dlr"], "targets": [3]}, 20, 20,
+                        search=_search("ddn", 50, rtol=0.005, confirm=2)),
         "L2-bb": _cfg("bb", "L2", {"steps": [100], "lr": [1e-2]}, 20, 20, init_steps=50),
     },
     # The old laptop demo: 20 samples, a few steps; the attacks of the two headline norms (kept so that its
