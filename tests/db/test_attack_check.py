@@ -19,7 +19,8 @@ def test_the_check_attacks_stored_minima_and_reports_per_classifier_and_norm(pop
     assert "check-attacks: Linf beaten=" in text and "goal < 5%" in text
 
 
-def test_the_command_line_names_an_unknown_attack_set(populated, capsys):
+def test_the_command_line_names_an_unknown_attack_set(db, populated, capsys, monkeypatch):
+    monkeypatch.setenv("NEURALREG_PREFIX", db)
     assert main(["check-attacks", "--attack-set", "no-such-set", "--classifiers", "1", "--samples", "2"]) == 2
     err = capsys.readouterr().err
     assert "no-such-set" in err and "tiny" in err
