@@ -62,11 +62,17 @@ demo: install
 readme: demo
 	$(BIN)/python -m neural_reg.readme
 
-# every test on the MySQL-family server, then the database tests again on PostgreSQL (DataJoint's two backends)
+# every test on the MySQL-family server, then the database tests again on PostgreSQL (DataJoint's two backends).
+# The PostgreSQL pass keeps its server in a fresh home under /tmp: PostgreSQL never runs as root, and its system
+# account must be able to enter every folder above its data, which a checkout under a private folder may not allow
 test: install
 	$(BIN)/python -m pytest -q
-	@if [ -z "$$DJ_HOST" ]; then DJ_BACKEND=postgresql $(BIN)/python -m pytest -q tests/db; \
-	else echo "DJ_HOST is set: the database tests ran on that server; the private PostgreSQL pass is skipped"; fi
+	@if [ -n "$$DJ_HOST" ]; then \
+	    echo "DJ_HOST is set: the database tests ran on that server; the private PostgreSQL pass is skipped"; \
+	elif [ -n "$$NEURALREG_HOME" ]; then DJ_BACKEND=postgresql $(BIN)/python -m pytest -q tests/db; \
+	else home=$$(mktemp -d /tmp/neuralreg-pg-test.XXXXXX) && chmod 711 "$$home" && \
+	    NEURALREG_HOME="$$home" DJ_BACKEND=postgresql $(BIN)/python -m pytest -q tests/db; \
+	    rc=$$?; rm -rf "$$home"; exit $$rc; fi
 
 bench: install
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
