@@ -74,5 +74,9 @@ test: install
 	    NEURALREG_HOME="$$home" DJ_BACKEND=postgresql $(BIN)/python -m pytest -q tests/db; \
 	    rc=$$?; rm -rf "$$home"; exit $$rc; fi
 
+# every benchmark; benchmarks/gpu.py only where CUDA is (elsewhere it would refuse)
 bench: install
-	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for script in benchmarks/*.py; do \
+	    if [ "$$script" = benchmarks/gpu.py ] && ! $(BIN)/python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; \
+	    then echo "== $$script: skipped (no CUDA device)"; continue; fi; \
+	    echo "== $$script"; $(BIN)/python $$script || exit 1; done
