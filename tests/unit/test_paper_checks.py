@@ -25,7 +25,7 @@ def offdiag_r(a, b):
 @pytest.fixture(scope="module")
 def scans():
     # 2000 images (1600 to train on): with the RF-local normalisation of the simulator the cpu-fast predictor
-    # needs them; on 560 it reaches r(model, truth) 0.46 only, on 1200 0.61, on 2000 0.66, on 2400 0.69
+    # needs them: trained on 560 images it reaches r(model, truth) 0.46 only, on 1200 0.61, on 1600 0.66, on 2400 0.69
     return simulate_scans(n_scans=3, n_neurons=250, n_images=2000, n_oracle_images=30, n_repeats=8, seed=4)
 
 
