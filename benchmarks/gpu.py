@@ -66,7 +66,7 @@ def paper_epoch(device: str, n_train: int, n_stimuli: int, quick: bool) -> str:
     steps = n_train // 64 if not quick else 5
     return (f"paper epoch: {seconds:.1f} s for {steps} steps ({1e3 * seconds / steps:.1f} ms/step incl. evaluation) "
             f"arch=resnet18 n_train={n_train} stimuli={n_stimuli} device={device} "
-            f"pairs_per_step={getattr(result, 'pairs_per_step', 'n/a')}")
+            f"pairs_per_step={result.pairs_per_step}")
 
 
 def main(argv=None) -> int:

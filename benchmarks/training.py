@@ -147,8 +147,8 @@ def main() -> None:
     for mode in modes:
         print(f"{mode + ' ms/step:':<24}" + " ".join(f"{1e3 * t:.1f}" for t in times[mode]))
     print(f"training: ratio={ratio:.3f} (regularised step / plain step) floor={floor:.3f} (plain step + the stimuli's "
-          f"forward/backward, measured) overhead_above_floor={ratio - floor:+.3f} pairs={n_pairs(reg_cfg['batch_size'])} "
-          f"B={reg_cfg['batch_size']} arch={arch} device={dev} plain_ms={1e3 * median['plain']:.1f} "
+          f"forward/backward, measured) overhead_above_floor={ratio - floor:+.3f} "
+          f"pairs={n_pairs(reg_cfg['batch_size'])} B={reg_cfg['batch_size']} arch={arch} device={dev} plain_ms={1e3 * median['plain']:.1f} "
           f"floor_ms={1e3 * median['floor']:.1f} regularised_ms={1e3 * median['regularised']:.1f} clock={clock_name}")
 
 

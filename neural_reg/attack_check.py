@@ -34,7 +34,7 @@ class CheckRow:
 def check_scores(attack_set: str | None = None, limit: int = 4, n_samples: int | None = 100, norms=("Linf", "L2"),
                  rtol: float = 0.005, restarts: int = 1, steps: int = 100, square_steps: int = 1000,
                  seed: int = 0) -> list[CheckRow]:
-    """Check the stored scores of at most ``limit`` classifiers (one per condition first, in key order).
+    """Check the stored scores of at most ``limit`` classifiers (seed 0 of each condition first, then seed 1, ...).
 
     attack_set: an AttackSet name (None: the first one in key order). n_samples: check the first n of each score's
     samples (None: all). The ensemble's settings as in independent_check; restarts=1 halves its price.
@@ -44,6 +44,7 @@ def check_scores(attack_set: str | None = None, limit: int = 4, n_samples: int |
     from schemas import classifier, robustness
 
     from . import queries
+    from .settings import load_settings
 
     sets = robustness.AttackSet.to_dicts(order_by="KEY")
     if not sets:
@@ -53,46 +54,34 @@ def check_scores(attack_set: str | None = None, limit: int = 4, n_samples: int |
         raise NeuralRegError(f"attack set {attack_set!r} is not entered; entered: "
                              f"{', '.join(s['attack_set_name'] for s in sets)}. Fix: --attack-set one of those")
     base = queries.classifiers()
-    labels = {tuple(sorted(k.items())): (f"{r} alpha={a:g}", int(seed))
-              for k, r, a, seed in zip(base["key"], base["regulariser"], base["alpha"], base["seed"])}
     pk = classifier.TrainedClassifier.primary_key
-    by_classifier: dict[tuple, dict] = {}
-    for row in (robustness.RobustnessScore.Norm & {"attack_set_hash": chosen["attack_set_hash"]}).to_dicts(
-            order_by="KEY"):
-        by_classifier.setdefault(tuple(sorted((k, row[k]) for k in pk)), {})[row["norm"]] = row
-    # one classifier per condition first (in seed order), so a small limit still covers the conditions
-    order = sorted(by_classifier, key=lambda k: (labels.get(k, (str(k), 0))[1], labels.get(k, (str(k), 0))[0]))
-    seen, first, rest = set(), [], []
-    for k in order:
-        condition, seed_ = labels.get(k, (str(dict(k)), 0))
-        (rest if condition in seen else first).append((f"{condition} seed={seed_}", k))
-        seen.add(condition)
+    condition = {tuple(k[n] for n in pk): (int(seed), f"{r} alpha={a:g}")
+                 for k, r, a, seed in zip(base["key"], base["regulariser"], base["alpha"], base["seed"])}
+    scores: dict[tuple, dict] = {}  # classifier key -> {norm: RobustnessScore.Norm row}
+    for row in (robustness.RobustnessScore.Norm & {"attack_set_hash": chosen["attack_set_hash"]}).to_dicts():
+        scores.setdefault(tuple(row[n] for n in pk), {})[row["norm"]] = row
+    # seed 0 of every condition first, then seed 1 of each, ...: a small limit still covers the conditions
+    chosen_keys = sorted(scores, key=lambda k: condition[k])[:limit]
     out = []
-    for label, k in (first + rest)[:limit]:
-        key = dict(k)
+    for k in chosen_keys:
+        key = dict(zip(pk, k))
+        seed_, label = condition[k]
         model = classifier.load_trained(key)
         for norm in norms:
-            row = by_classifier[k].get(norm)
+            row = scores[k].get(norm)
             if row is None:
                 continue
             idx, d = np.asarray(row["sample_idx"]), np.asarray(row["distances"], np.float64)
             if n_samples is not None:
                 idx, d = idx[:n_samples], d[:n_samples]
-            task = robustness._task(key["task"], str(_data_dir()))
-            x, y = task.test_x[idx], task.test_y[idx]
-            result = independent_check(model, x, y, d, norm, rtol=rtol, restarts=restarts, steps=steps,
-                                       square_steps=square_steps, seed=seed)
+            task = robustness._task(key["task"], str(load_settings().data_dir))  # cached per worker
+            result = independent_check(model, task.test_x[idx], task.test_y[idx], d, norm, rtol=rtol,
+                                       restarts=restarts, steps=steps, square_steps=square_steps, seed=seed)
             checked = np.isfinite(d) & (d > 0)
             after = np.where(np.isfinite(result.distances) & (result.distances < d), result.distances, d)
-            out.append(CheckRow(label, norm, int(checked.sum()), int(result.beaten.sum()), float(np.median(d)),
-                                float(np.median(after)), float(result.wall_time)))
+            out.append(CheckRow(f"{label} seed={seed_}", norm, int(checked.sum()), int(result.beaten.sum()),
+                                float(np.median(d)), float(np.median(after)), float(result.wall_time)))
     return out
-
-
-def _data_dir():
-    from .settings import load_settings
-
-    return load_settings().data_dir
 
 
 def format_rows(rows: list[CheckRow], rtol: float) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pipeline.errors import NeuralRegError
 
+import contextlib
 import json
 import os
 import secrets
@@ -973,3 +974,18 @@ def lock_free(connection, name: str) -> bool:
 def end_connection_sql(connection, holder) -> str:
     """The statement an admin runs to end the connection holding a lock (for an error message's fix)."""
     return f"SELECT pg_terminate_backend({holder})" if _is_postgres(connection) else f"KILL {holder}"
+
+
+@contextlib.contextmanager
+def held_lock(connection, name: str, timeout: float, waiting_for: str):
+    """Hold the server-wide lock ``name`` inside the block; after ``timeout`` s of waiting, a DatabaseError that
+    says what it waited for ("another process declaring ..."), who holds the lock and how to end that."""
+    if not acquire_lock(connection, name, timeout):
+        holder = lock_holder(connection, name)
+        raise DatabaseError(f"waited {timeout:.0f} s for {waiting_for} (server connection {holder}, lock '{name}'). "
+                            f"Fix: wait for it and try again; if it hangs, end that connection "
+                            f"({end_connection_sql(connection, holder)}).")
+    try:
+        yield
+    finally:
+        release_lock(connection, name)

@@ -144,8 +144,8 @@ def prefix_schemas(prefix: str, connection) -> list[tuple[str, list[tuple[str, i
         tables = []
         for db, table in found:
             if str(db) == schema:
-                n = connection.query(f"SELECT COUNT(*) FROM {connection.adapter.make_full_table_name(schema, str(table))}"
-                                     ).fetchone()[0]
+                name = connection.adapter.make_full_table_name(schema, str(table))
+                n = connection.query(f"SELECT COUNT(*) FROM {name}").fetchone()[0]
                 tables.append((str(table), int(n)))
         out.append((schema, tables))
     return out

@@ -66,20 +66,14 @@ def _declare_once(jobs) -> None:
     ahead and the second one's ``CREATE INDEX`` fails, "relation ... already exists")."""
     import hashlib
 
-    from .database import DatabaseError, acquire_lock, release_lock
+    from .database import held_lock
 
     # a lock name has at most 64 characters on MySQL: a digest of the job table's full name
     name = "neural-reg-jobs-" + hashlib.sha1(jobs.full_table_name.encode()).hexdigest()[:32]
-    connection = jobs.connection
-    if not acquire_lock(connection, name, DECLARE_LOCK_TIMEOUT_S):
-        raise DatabaseError(f"waited {DECLARE_LOCK_TIMEOUT_S:.0f} s for another worker declaring the job table "
-                            f"{jobs.full_table_name} (lock '{name}'). Fix: try again; `neural-reg db setup` declares "
-                            "every job table of the pipeline once, beforehand.")
-    try:
+    with held_lock(jobs.connection, name, DECLARE_LOCK_TIMEOUT_S,
+                   f"another worker declaring the job table {jobs.full_table_name}"):
         if not jobs.is_declared:  # another worker may have declared it while this one waited
             jobs.declare()
-    finally:
-        release_lock(connection, name)
 
 
 def _q(jobs, name: str) -> str:

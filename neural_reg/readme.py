@@ -124,19 +124,19 @@ def run_text(report_dir: Path) -> str:
 def calibration_text() -> str:
     """Fig 1D and the spectrum's exponent of the demo's scans beside the paper's and mouse V1's."""
     from pipeline.recording import calibration
-    from pipeline.report.figures import calibration_table
+    from pipeline.report import figures
 
     from . import queries
 
     scans = queries.oracle_comparison()
     if not scans:
         return ""
-    table = calibration_table(scans).set_index("quantity").iloc[:, 0]
+    ours = figures.calibration_table(scans).set_index("quantity").iloc[:, 0]
     return (f"The simulated scans beside mouse V1 (mean over scans, min-max): on the oracle images, Fig 1D's "
-            f"r(single-trial, oracle similarity) is {table.iloc[0]} (paper {calibration.PAPER_TRIAL_VS_ORACLE_R}) "
-            f"and r(model, oracle similarity) {table.iloc[1]} (paper {calibration.PAPER_MODEL_VS_DATA_R}); the "
-            f"population's power-law exponent is {table.iloc[2]} (Stringer et al. 2019: "
-            f"{calibration.STRINGER_2019_EXPONENT}). ")
+            f"r(single-trial, oracle similarity) is {ours[figures.CALIBRATION_TRIAL]} (paper "
+            f"{calibration.PAPER_TRIAL_VS_ORACLE_R}) and r(model, oracle similarity) {ours[figures.CALIBRATION_MODEL]} "
+            f"(paper {calibration.PAPER_MODEL_VS_DATA_R}); the population's power-law exponent is "
+            f"{ours[figures.CALIBRATION_EXPONENT]} (Stringer et al. 2019: {calibration.STRINGER_2019_EXPONENT}). ")
 
 
 def demo_blocks(report_dir: Path | None = None) -> dict[str, str]:

@@ -542,15 +542,16 @@ def _uninformative_text(corruptions: pd.DataFrame, experiment: dict) -> str:
     task = experiment.get("task")
     if task not in TASKS:
         return ""
-    n = int(pd.to_numeric(corruptions["n_samples"], errors="coerce").min()) if "n_samples" in corruptions else None
+    if "n_samples" not in corruptions:  # a frame of an older query: no sample count, no binomial bound
+        return ""
     parts = []
     for name, rows in _groups(corruptions, "corruption_name"):
-        bad = figures.uninformative_corruptions(rows, TASKS[task][0], n)
+        bad = figures.uninformative_corruptions(rows, TASKS[task][0], int(rows["n_samples"].min()))
         if len(bad):
             cells = ", ".join(f"{r.corruption} {r.severity}" for r in bad.itertuples())
-            parts.append(f"uninformative (every classifier at chance, best below {bad['chance bound'].iloc[0]:.2f}"
+            parts.append(f"Uninformative (every classifier at chance, best below {bad['chance bound'].iloc[0]:.2f}"
                          f"{'' if name is None else f', config {name}'}): {cells}")
-    return ("; ".join(parts).capitalize() + "." if parts else
+    return ("; ".join(parts) + "." if parts else
             "Every corruption and severity separates the classifiers: at each, some classifier is above chance.")
 
 

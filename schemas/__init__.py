@@ -14,7 +14,6 @@ never need DDL privileges.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 
 import neural_reg  # noqa: F401  (its warning filters, before DataJoint is imported)
@@ -78,22 +77,13 @@ def setup_lock_name(prefix: str) -> str:
     return f"neural-reg-setup-{prefix}"  # at most 57 characters (the server allows 64)
 
 
-@contextlib.contextmanager
 def setup_lock(connection, prefix: str, timeout: float = SETUP_LOCK_TIMEOUT_S):
     """Hold the server-wide lock on declaring ``prefix``'s schemas inside the block (released when the block ends
-    or the connection closes)."""
-    from neural_reg.database import DatabaseError, acquire_lock, end_connection_sql, lock_holder, release_lock
+    or the connection closes): GET_LOCK, or pg_try_advisory_lock on PostgreSQL."""
+    from neural_reg.database import held_lock
 
-    name = setup_lock_name(prefix)
-    if not acquire_lock(connection, name, timeout):  # GET_LOCK, or pg_try_advisory_lock on PostgreSQL
-        holder = lock_holder(connection, name)
-        raise DatabaseError(f"waited {timeout:.0f} s for another process declaring the schemas of prefix "
-                            f"'{prefix}' (server connection {holder}, lock '{name}'). Fix: wait for it and try "
-                            f"again; if it hangs, end that connection ({end_connection_sql(connection, holder)}).")
-    try:
-        yield
-    finally:
-        release_lock(connection, name)
+    return held_lock(connection, setup_lock_name(prefix), timeout,
+                     f"another process declaring the schemas of prefix '{prefix}'")
 
 
 def _lock_free(connection, prefix: str) -> bool:

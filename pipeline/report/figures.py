@@ -561,6 +561,12 @@ def oracle_comparison_table(scans: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+CALIBRATION_TRIAL = "Fig 1D: r(single-trial, oracle similarity)"
+CALIBRATION_MODEL = "Fig 1D: r(model, oracle similarity)"
+CALIBRATION_EXPONENT = "power-law exponent of the population's spectrum"
+CALIBRATION_ORACLE_R = "mean oracle correlation of a neuron"
+
+
 def calibration_table(scans: Sequence[dict], oracle_stats: pd.DataFrame | None = None) -> pd.DataFrame:
     """This data beside mouse V1: one row per quantity, the mean over scans (min-max) and the reference value.
 
@@ -580,14 +586,14 @@ def calibration_table(scans: Sequence[dict], oracle_stats: pd.DataFrame | None =
     def r(a, b):
         return None if a is None or b is None else offdiagonal_correlation(a, b)
 
-    rows = [("Fig 1D: r(single-trial, oracle similarity)", summary(r(s["trial"], s["oracle"]) for s in scans),
+    rows = [(CALIBRATION_TRIAL, summary(r(s["trial"], s["oracle"]) for s in scans),
              f"{calibration.PAPER_TRIAL_VS_ORACLE_R:.2f} (paper, Fig 1D)"),
-            ("Fig 1D: r(model, oracle similarity)", summary(r(s["model"], s["oracle"]) for s in scans),
+            (CALIBRATION_MODEL, summary(r(s["model"], s["oracle"]) for s in scans),
              f"{calibration.PAPER_MODEL_VS_DATA_R:.2f} (paper, Fig 1D)"),
-            ("power-law exponent of the population's spectrum", summary(s.get("exponent") for s in scans),
+            (CALIBRATION_EXPONENT, summary(s.get("exponent") for s in scans),
              f"{calibration.STRINGER_2019_EXPONENT:.2f} (mouse V1, Stringer et al. 2019)")]
     if oracle_stats is not None and not oracle_stats.empty:
-        rows.append(("mean oracle correlation of a neuron", summary(oracle_stats["mean oracle r"]),
+        rows.append((CALIBRATION_ORACLE_R, summary(oracle_stats["mean oracle r"]),
                      "about 0.3-0.5 median, wide spread (the paper's lab)"))
     return pd.DataFrame(rows, columns=["quantity", "this data: mean over scans (min-max)", "mouse V1"])
 
@@ -848,16 +854,17 @@ def corruption_table(df: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def uninformative_corruptions(df: pd.DataFrame, n_classes: int, n_samples: int | None = None) -> pd.DataFrame:
+def uninformative_corruptions(df: pd.DataFrame, n_classes: int, n_samples: int) -> pd.DataFrame:
     """The (corruption, severity) rows at which EVERY classifier is at chance: they cannot separate models.
 
     df as :func:`corruption_table` takes it (one corruption_name); n_classes: the task's classes (chance =
-    1 / n_classes); n_samples: the corrupted test images per row, for the binomial noise of chance (None: 100).
-    A row is uninformative when the best classifier's accuracy is below chance + 3 binomial standard errors.
-    Returns columns corruption, severity, best accuracy, chance bound (empty when every row separates).
+    1 / n_classes); n_samples: the corrupted test images per row (robustness.CorruptionRobustness.n_samples),
+    for the binomial noise of chance. A row is uninformative when the best classifier's accuracy is below
+    chance + 3 binomial standard errors. Returns columns corruption, severity, best accuracy, chance bound
+    (empty when every row separates).
     """
     chance = 1.0 / n_classes
-    bound = chance + 3.0 * np.sqrt(chance * (1 - chance) / (n_samples or 100))
+    bound = chance + 3.0 * np.sqrt(chance * (1 - chance) / n_samples)
     best = df.groupby(["corruption", "severity"], sort=False)["accuracy"].max().reset_index(name="best accuracy")
     out = best[best["best accuracy"] < bound].copy()
     out["chance bound"] = bound

@@ -49,7 +49,8 @@ def test_classifier_export_reloads_without_neural_reg_and_names_its_scans(popula
     # (the experiment has two unregularised classifiers: the None control and the adversarially trained positive
     # control; the schedule's name tells them apart)
     none = (classifier.TrainedClassifier * classifier.Regulariser.proj("regulariser_name")
-            * classifier.TrainConfig.proj("train_name") & {"regulariser_hash": populated["regulariser"]["None"], "train_name": "tiny-cpu"}
+            * classifier.TrainConfig.proj("train_name")
+            & {"regulariser_hash": populated["regulariser"]["None"], "train_name": "tiny-cpu"}
             ).fetch1("regulariser_name")
     _, none_json = export.export_classifier({"regulariser_name": none, "train_name": "tiny-cpu"},
                                             tmp_path / "none.pth")

