@@ -272,7 +272,8 @@ def _check_attacks(args) -> int:
 
     activate()
     rows = check_scores(args.attack_set, limit=args.classifiers, n_samples=args.samples, norms=args.norms,
-                        rtol=args.rtol, restarts=args.restarts, steps=args.steps, seed=args.seed)
+                        rtol=args.rtol, restarts=args.restarts, steps=args.steps, seed=args.seed,
+                        ensembles=args.ensembles)
     print(format_rows(rows, args.rtol))
     return 0
 
@@ -634,9 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
     ck = _add(sub, "check-attacks", "attack stored robustness scores with an independent ensemble (reads only)",
               ["neural-reg check-attacks --attack-set demo-v2 --classifiers 4 --samples 100"],
               description="Attack the stored per-sample minima (RobustnessScore.Norm) of some classifiers again, "
-                          "with APGD-CE, APGD-DLR, targeted APGD-DLR from random starts and Square (Linf), at "
-                          "(1 - rtol) x each sample's minimum; print how many samples it beats (a trustworthy score: "
-                          "few). Writes nothing.")
+                          "with APGD-CE, APGD-DLR, targeted APGD-DLR from random starts, this project's (plus "
+                          "Square for Linf) and the Adversarial Robustness Toolbox's, at (1 - rtol) x each sample's "
+                          "minimum; print how many samples they beat (a trustworthy score: few). Writes nothing.")
     ck.add_argument("--attack-set", help="the attack set's name (default: the first entered)")
     ck.add_argument("--classifiers", type=int, default=4, help="at most this many classifiers, one per condition "
                     "first (default 4)")
@@ -646,6 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--restarts", type=int, default=1, help="random restarts per APGD loss (default 1)")
     ck.add_argument("--steps", type=int, default=100, help="APGD steps (default 100)")
     ck.add_argument("--seed", type=int, default=0)
+    ck.add_argument("--ensembles", nargs="+", default=["project", "art"], choices=["project", "art"],
+                    help="which ensembles attack: this project's APGD and Square, ART's APGD (default both)")
     ck.set_defaults(func=_check_attacks)
 
     dm = _add(sub, "demo", "the whole pipeline on the embedded default",

@@ -15,8 +15,13 @@ def test_the_check_attacks_stored_minima_and_reports_per_classifier_and_norm(pop
     for r in rows:
         assert 0 <= r.beaten <= r.n_checked <= 6
         assert r.median_after <= r.median_reported and np.isfinite(r.seconds)
+        # both ensembles ran; a sample beaten by either is beaten
+        assert set(r.beaten_by) == {"project", "art"} and max(r.beaten_by.values()) <= r.beaten
+        assert r.beaten <= sum(r.beaten_by.values())
     text = format_rows(rows, 0.005)
-    assert "check-attacks: Linf beaten=" in text and "goal < 5%" in text
+    assert "check-attacks: Linf beaten=" in text and "goal < 5%" in text and "art alone" in text
+    art_only = check_scores("tiny", limit=1, n_samples=3, steps=5, restarts=1, ensembles=("art",))
+    assert all(set(r.beaten_by) == {"art"} for r in art_only)
 
 
 def test_the_command_line_names_an_unknown_attack_set(db, populated, capsys, monkeypatch):
