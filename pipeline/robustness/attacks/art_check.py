@@ -5,8 +5,9 @@ Toolbox (ART 1.20, ``AutoProjectedGradientDescent``, after Croce & Hein 2020).
 produced a score and the check of it would hide there. This check runs ART's APGD instead: untargeted with the
 cross-entropy and the DLR loss, and targeted DLR towards each sample's ``targets`` runner-up classes (by the clean
 logits, as AutoAttack's APGD-T does), at radius (1 - rtol) * d per sample, from ART's random starts. ART's APGD
-takes one scalar radius per call, so each sample is attacked alone (ART batches nothing across radii); on a CPU
-that costs about 3 x the batched check. Every adversarial ART returns is re-verified here (``verify``).
+takes one scalar radius per call, so each sample is attacked alone (ART batches nothing across radii). Every
+adversarial ART returns is re-verified here (``verify``). A sample's runs stop at the first verified adversarial,
+so ``by_attack`` counts the samples each attack beat first, in the order CE, DLR, targeted DLR.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def art_check(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, distances: n
     """Attack every sample with finite distance d > 0 with ART's APGD at radius (1 - rtol) * d (module docstring).
 
     x (n, 1, H, W) float32 in [0, 1], y (n,), distances (n,); norm 'Linf' or 'L2'. restarts: ART's random
-    initialisations per loss. Returns a CheckResult over the n samples (``queries`` counts ART's gradient steps).
+    initialisations per loss. Returns a CheckResult over the n samples (``queries``: the gradient steps budgeted,
+    steps x restarts per run; ART may stop a run early).
     """
     from art.attacks.evasion import AutoProjectedGradientDescent
 
@@ -46,7 +48,6 @@ def art_check(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, distances: n
     d = np.asarray(distances, dtype=np.float64)
     model = model.eval()
     dev = next(model.parameters()).device
-    flags = [p.requires_grad for p in model.parameters()]
     with torch.no_grad():
         logits = torch.cat([model(torch.from_numpy(x[i:i + 256]).to(dev)) for i in range(0, len(x), 256)]).cpu()
     n_classes = logits.shape[1]
@@ -84,8 +85,6 @@ def art_check(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, distances: n
                     break  # the sample is beaten: the remaining losses cannot change the verdict
     finally:
         np.random.set_state(state)
-        for p, f in zip(model.parameters(), flags):
-            p.requires_grad_(f)
     beaten = found < d * (1 - rtol / 2)  # verify's push may add a little to the radius tried
     return CheckResult(beaten=beaten[rows_all], distances=found, queries=grads / max(len(rows_all), 1),
                        wall_time=time.perf_counter() - t0, by_attack={k: len(v) for k, v in hit.items()})

@@ -67,9 +67,10 @@ ATTACK_PRESETS: dict[str, dict[str, dict]] = {
     # demo's None classifier (100 samples) the check then beats 3.1 % (Linf) and 2.1 % (L2) of the minima,
     # against 31 % / 27 % with untargeted CE rounds and 0.5 % brackets; on its Neural and adversarially trained
     # classifiers still 11.9 % / 20.2 % and 8.5 % / 4.9 % (one seed each, so the 5 % goal is not met everywhere).
-    # ART's APGD (attacks.art_check, code the project did not write; 40 samples, seed 0) beats 2.7 % / 2.7 % on
-    # None, but 23 % / 10 % on Neural and 8.1 % (Linf) on Neural (truth): more than our own ensemble on Neural Linf
-    # (13 %), so the rounds here are still too weak on the regularised classifiers.
+    # ART's APGD (attacks.art_check, code the project did not write; benchmarks/preset_check.py, first 40 test
+    # samples, seed 0) beats Linf / L2: None 1/37 / 1/37 (2.7 %, Wilson 95 % CI 0.5-13.8 %: below 5 % unresolved),
+    # Neural 7/30 / 3/30 (23 % [12, 41] / 10 % [3.5, 26]), Neural (truth) Linf 3/37; our own ensemble beat 4/30
+    # on Neural Linf. So the rounds here are still too weak on the regularised classifiers.
     # Brendel-Bethge polishes L2 from a DDN start; Square checks Linf without gradients.
     "fast": {
         "Linf-apgd": _cfg("apgd", "Linf", {"steps": [50], "loss": ["dlr"], "targets": [3]}, 20, 20,
