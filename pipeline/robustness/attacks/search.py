@@ -27,6 +27,15 @@ others are optional and, absent, mean the original plain bisection, so stored co
     rule      how the next radius is chosen: 'bisect' (absent: geometric mid-point sqrt(lo * hi)) or 'secant'
               (the zero of the logit slack, interpolated between the last failure, or the clean image, and the
               last success, probing just below / just above it in turn, with a bisection fallback)
+    final     {'steps': int, 'targets': int, 'rounds': int}: once every bracket is closed, an ensemble as
+              strong as AutoAttack's APGD part attacks each sample at (1 - rtol) x its minimum from fresh random
+              starts: APGD-CE, APGD-DLR and targeted APGD-DLR towards its ``targets`` runner-up classes by clean
+              logit (AutoAttack's choice; the rounds above rank targets by linearised distance instead), a
+              sample stopping at its first success. A success lowers hi and reopens that sample's bracket (its
+              lo back to eps_min, searched again from the new point); at most ``rounds`` such rounds. {} /
+              absent: none. The brackets close on failures of one attack; this is what makes a failure mean
+              the diverse ensemble failed too (without it an independent APGD beat 23 % of a demo ResNet's
+              Linf minima)
 
 Every candidate is re-verified (``verify``); hi only ever falls to a verified distance, so the search returns
 the smallest verified adversarial it saw. Which samples are still searched is decided per sample, and the
@@ -46,11 +55,12 @@ from pipeline.checks import check_keys, is_int, is_number
 
 from ..errors import RobustnessConfigError
 from .base import _plain_value
+from .apgd import APGD
 from .counting import QueryCounter
 from .fixed import per_sample
 from .verify import logit_slack, verify
 
-__all__ = ["BOUND_ATTACKS", "SEARCH_KEYS", "epsilon_search", "ray_refine", "resolve_search", "upper_bound"]
+__all__ = ["BOUND_ATTACKS", "SEARCH_KEYS", "epsilon_search", "final_attacks", "ray_refine", "resolve_search", "upper_bound"]
 
 # the minimisation attacks a search may take its upper bounds from: {norm: {name: Foolbox class}}
 BOUND_ATTACKS: dict[str, dict[str, type]] = {
@@ -58,11 +68,14 @@ BOUND_ATTACKS: dict[str, dict[str, type]] = {
     "L2": {"ddn": fa.DDNAttack, "fmn": fa.L2FMNAttack},
     "L1": {"fmn": fa.L1FMNAttack},
 }
-SEARCH_KEYS = ("eps_min", "steps", "eps_max", "bound", "rtol", "refine", "warm", "confirm", "rule", "polish")
+SEARCH_KEYS = ("eps_min", "steps", "eps_max", "bound", "rtol", "refine", "warm", "confirm", "rule", "polish",
+               "final")
 POLISH_KEYS = ("steps", "lr")  # of the Brendel-Bethge polish
+FINAL_KEYS = {"steps": 100, "targets": 3, "rounds": 3}  # of the final ensemble, with their defaults
 RULES = ("bisect", "secant")
 # the meaning of an absent key: the original plain bisection
-OFF = {"bound": [], "rtol": 1e-6, "refine": 0, "warm": False, "rule": "bisect", "confirm": 0, "polish": {}}
+OFF = {"bound": [], "rtol": 1e-6, "refine": 0, "warm": False, "rule": "bisect", "confirm": 0, "polish": {},
+       "final": {}}
 
 
 def _resolve_bound(value: Any, norm: str, what: str) -> list[dict]:
@@ -120,7 +133,27 @@ def resolve_search(given: Any, norm: str, defaults: dict) -> dict:
         search["bound"] = _resolve_bound(search["bound"], norm, f"{what}['bound']")
     if "polish" in search:
         search["polish"] = _resolve_polish(search["polish"], f"{what}['polish']")
+    if "final" in search:
+        search["final"] = _resolve_final(search["final"], f"{what}['final']")
+        if search["final"] and norm not in ("Linf", "L2"):
+            raise RobustnessConfigError(f"{what}['final']: the final APGD ensemble attacks Linf or L2, not {norm}. "
+                                        f"Fix: drop 'final'")
     return search
+
+
+def _resolve_final(value: Any, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise RobustnessConfigError(f"{what}={value!r}: expected {{'steps': int, 'targets': int, 'rounds': int}} "
+                                    f"(or {{}}: none)")
+    check_keys(value, set(FINAL_KEYS), what, error=RobustnessConfigError)
+    if not value:
+        return {}
+    out = {**FINAL_KEYS, **value}
+    for key, low in (("steps", 1), ("targets", 0), ("rounds", 1)):
+        if not is_int(out[key]) or out[key] < low:
+            raise RobustnessConfigError(f"{what}['{key}']={out[key]!r} must be an integer >= {low}")
+        out[key] = int(out[key])
+    return out
 
 
 def _resolve_polish(value: Any, what: str) -> dict:
@@ -278,15 +311,9 @@ def epsilon_search(attack: Any, fmodel: Any, counter: QueryCounter, x0: torch.Te
     give_up = np.zeros(n, dtype=bool)
     takes_restart = "restart" in inspect.signature(attack.run_fixed).parameters
 
-    def attempt(rows: np.ndarray, eps: np.ndarray, warm: torch.Tensor | None, restart: int = 0):
-        """One run of the fixed attack on samples ``rows`` at radii ``eps``; keeps what it verifies."""
+    def keep(rows: np.ndarray, run: Any) -> None:
+        """Verify a run's smallest adversarial iterate and its ray-refined strongest one; keep the smaller."""
         rt = torch.from_numpy(rows).to(dev)
-        extra = {} if aux is None else {"aux": aux[rt]}
-        if takes_restart and restart:
-            extra["restart"] = restart
-        run = attack.run_fixed(counter if not getattr(attack, "uses_fmodel", False) else fmodel,
-                               x0[rt], y[rt], torch.tensor(eps, dtype=torch.float64, device=dev), norm, margin,
-                               warm, **extra)
         cands = [run.adv]
         if s["refine"]:
             strong_ok = (run.slack < 0).reshape(-1, *([1] * (x0.ndim - 1)))
@@ -298,30 +325,42 @@ def epsilon_search(attack: Any, fmodel: Any, counter: QueryCounter, x0: torch.Te
             bt = torch.from_numpy(better).to(dev)
             best[rt[bt]] = adv[bt]
             hi[rows[better]] = dist[better]
+
+    def attempt(rows: np.ndarray, eps: np.ndarray, warm: torch.Tensor | None, restart: int = 0):
+        """One run of the fixed attack on samples ``rows`` at radii ``eps``; keeps what it verifies."""
+        rt = torch.from_numpy(rows).to(dev)
+        extra = {} if aux is None else {"aux": aux[rt]}
+        if takes_restart and restart:
+            extra["restart"] = restart
+        run = attack.run_fixed(counter if not getattr(attack, "uses_fmodel", False) else fmodel,
+                               x0[rt], y[rt], torch.tensor(eps, dtype=torch.float64, device=dev), norm, margin,
+                               warm, **extra)
+        keep(rows, run)
         return run
 
-    for step in range(-1, s["steps"]):
-        if step == -1:
-            rows = first
-            if rows.size == 0:
-                continue
-            eps = np.full(rows.size, eps_max)
-        else:
-            active = np.isfinite(hi) & ~give_up & (hi > lo * (1 + rtol)) & (lo < hi)
-            rows = np.flatnonzero(active)
-            if rows.size == 0:
+    def final_round() -> np.ndarray:
+        """The final ensemble (module docstring) on every sample with a minimum; the samples it beat."""
+        rows = np.flatnonzero(np.isfinite(hi))
+        before = hi[rows].copy()
+        eps = before * (1 - rtol)
+        beaten = np.zeros(rows.size, dtype=bool)
+        for apgd, targets in final_attacks(s["final"], counter, x0, y):
+            todo = np.flatnonzero(~beaten)
+            if todo.size == 0:
                 break
-            sub = {k: v[rows] for k, v in pts.items()}
-            eps = _next_eps(rule, rtol, lo[rows], hi[rows], sub, last_ok[rows], failed[rows])
-        rt = torch.from_numpy(rows).to(dev)
-        if start is not None and step >= 0:  # the last round's strongest point, else the best so far
-            warm = torch.where(torch.isfinite(start[rt]), start[rt], best[rt])
-        else:
-            warm = None
+            rt = torch.from_numpy(rows[todo]).to(dev)
+            run = apgd.run_fixed(counter, x0[rt], y[rt], torch.tensor(eps[todo], dtype=torch.float64, device=dev),
+                                 norm, margin, None, aux=None if targets is None else targets[rt])
+            keep(rows[todo], run)
+            beaten[todo] = hi[rows[todo]] < before[todo] * (1 - rtol / 2)  # (verify's push may add a little)
+        return rows[beaten]
+
+    def one_round(rows: np.ndarray, eps: np.ndarray, warm: torch.Tensor | None, confirm: int) -> None:
+        """A round of the fixed attack on samples ``rows`` at radii ``eps``: lo, hi and the secant points."""
         run = attempt(rows, eps, warm)
         rounds[rows] += 1
         # a failure counts only once ``confirm`` more runs from fresh random starts failed as well
-        for restart in range(1, 1 + (s["confirm"] if step >= 0 else 0)):
+        for restart in range(1, 1 + confirm):
             redo = torch.nonzero(run.slack >= 0).flatten()
             if redo.numel() == 0:
                 break
@@ -346,14 +385,66 @@ def epsilon_search(attack: Any, fmodel: Any, counter: QueryCounter, x0: torch.Te
         # once a failure bounds it, a bracket that did not halve (in log width) is bisected next round
         pts["stall"][rows] = failed[rows] & (width > 0.5 * pts["width"][rows])
         pts["width"][rows] = np.where(failed[rows], width, np.inf)
-        if step == -1:
-            give_up[rows] = ~np.isfinite(hi[rows])  # never flipped at eps_max: give up on these samples
         if start is not None:
-            start[rt] = run.strong
+            start[torch.from_numpy(rows).to(dev)] = run.strong
+
+    def close_brackets(allowed: np.ndarray) -> None:
+        """Up to ``steps`` rounds on the ``allowed`` samples whose bracket is still open."""
+        for _ in range(s["steps"]):
+            active = allowed & np.isfinite(hi) & ~give_up & (hi > lo * (1 + rtol)) & (lo < hi)
+            rows = np.flatnonzero(active)
+            if rows.size == 0:
+                break
+            sub = {k: v[rows] for k, v in pts.items()}
+            eps = _next_eps(rule, rtol, lo[rows], hi[rows], sub, last_ok[rows], failed[rows])
+            rt = torch.from_numpy(rows).to(dev)
+            # warm: the last round's strongest point, else the best so far
+            warm = None if start is None else torch.where(torch.isfinite(start[rt]), start[rt], best[rt])
+            one_round(rows, eps, warm, s["confirm"])
+
+    # round 0 (only for samples without a bound): at eps_max, from the attack's own start
+    if first.size:
+        one_round(first, np.full(first.size, eps_max), None, 0)
+        give_up[first] = ~np.isfinite(hi[first])  # never flipped at eps_max: give up on these samples
+    close_brackets(np.ones(n, dtype=bool))
+    for _ in range(s["final"].get("rounds", 0) if s["final"] else 0):
+        beaten = final_round()
+        if beaten.size == 0:
+            break
+        # the ensemble beat a closed bracket: its lo was a false failure; search again from the new point
+        lo[beaten], failed[beaten], last_ok[beaten] = s["eps_min"], False, False
+        for key, value in (("e_l", 0.0), ("e_h", np.inf), ("s_h", np.inf), ("stall", False), ("width", np.inf),
+                           ("side", 0)):
+            pts[key][beaten] = value
+        pts["s_l"][beaten] = clean.cpu().numpy()[beaten]
+        if start is not None:
+            start[torch.from_numpy(beaten).to(dev)] = float("nan")
+        close_brackets(np.isin(np.arange(n), beaten))
     if stats is not None:
         stats["rounds"] = float(rounds.mean()) if n else 0.0
         stats["bound_found"] = float(had_bound.mean()) if n else 0.0
     return best
+
+
+def final_attacks(final: dict, model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor
+                  ) -> list[tuple[APGD, torch.Tensor | None]]:
+    """The final ensemble's attacks, [(APGD, (B, k) target classes or None: untargeted)], in the order run.
+
+    Untargeted CE, untargeted DLR (3 classes or more), targeted DLR towards the ``final['targets']`` classes of
+    highest clean logit after the true one (4 classes or more; AutoAttack's APGD-T ranking); one forward pass
+    of ``model`` for the ranking.
+    """
+    with torch.no_grad():
+        logits = model(x0)
+    n_classes = logits.shape[1]
+    out: list[tuple[APGD, torch.Tensor | None]] = [(APGD(steps=final["steps"], loss="ce"), None)]
+    if n_classes >= 3:
+        out.append((APGD(steps=final["steps"], loss="dlr"), None))
+    k = min(final["targets"], n_classes - 1)
+    if n_classes >= 4 and k > 0:
+        ranked = logits.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)[:, :k]
+        out.append((APGD(steps=final["steps"], loss="dlr", targets=k), ranked))
+    return out
 
 
 def _refine_and_keep(counter, x0, y, best, cand, hi, norm, margin, n_evals, clean):
