@@ -33,9 +33,9 @@ others are optional and, absent, mean the original plain bisection, so stored co
               logit (AutoAttack's choice; the rounds above rank targets by linearised distance instead), a
               sample stopping at its first success. A success lowers hi and reopens that sample's bracket (its
               lo back to eps_min, searched again from the new point); at most ``rounds`` such rounds. {} /
-              absent: none. The brackets close on failures of one attack; this is what makes a failure mean
-              the diverse ensemble failed too (without it an independent APGD beat 23 % of a demo ResNet's
-              Linf minima)
+              absent: none. The brackets close on failures of one attack; this makes a reported minimum one
+              that the diverse ensemble failed to beat as well (on the linear model of tests/unit/test_apgd.py
+              it takes untargeted DLR's worst sample from 15 % above the exact minimum to 0.2 %)
 
 Every candidate is re-verified (``verify``); hi only ever falls to a verified distance, so the search returns
 the smallest verified adversarial it saw. Which samples are still searched is decided per sample, and the
