@@ -107,6 +107,23 @@ def test_final_ensemble_reopens_a_bracket_that_one_attack_closed_too_high(linear
     assert strong.settings[0]["grad_queries"] > weak.settings[0]["grad_queries"] + 20 * 5 * 0.9
 
 
+def test_final_ensemble_targets_logit_runners_up_then_the_nearest_other_boundaries(linear):
+    model, x, y, _, _ = linear
+    x0, y0 = torch.from_numpy(x), torch.from_numpy(y)
+    from pipeline.robustness.attacks.search import final_attacks
+
+    ens = final_attacks({"steps": 5, "targets": 3, "rounds": 1}, model, x0, y0, "Linf")
+    assert [(a.loss, a.targets) for a, _ in ens] == [("ce", 0), ("dlr", 0), ("dlr", 3), ("dlr", 3)]
+    by_logit, by_distance = ens[2][1], ens[3][1]
+    with torch.no_grad():
+        logits = model(x0)
+    nearest = rank_targets(model, x0, y0, "Linf", C - 1)
+    for i in range(N):
+        runners_up = [int(c) for c in logits[i].argsort(descending=True) if c != y[i]][:3]
+        assert by_logit[i].tolist() == runners_up
+        assert by_distance[i].tolist() == [int(c) for c in nearest[i] if int(c) not in runners_up][:3]
+
+
 def test_final_ensemble_config_is_checked():
     with pytest.raises(RobustnessConfigError, match="final.*unknown key"):
         A.resolve_attack_config({"attack": "apgd", "norm": "Linf", "search": {"final": {"step": 50}}})

@@ -29,9 +29,9 @@ others are optional and, absent, mean the original plain bisection, so stored co
               last success, probing just below / just above it in turn, with a bisection fallback)
     final     {'steps': int, 'targets': int, 'rounds': int}: once every bracket is closed, an ensemble as
               strong as AutoAttack's APGD part attacks each sample at (1 - rtol) x its minimum from fresh random
-              starts: APGD-CE, APGD-DLR and targeted APGD-DLR towards its ``targets`` runner-up classes by clean
-              logit (AutoAttack's choice; the rounds above rank targets by linearised distance instead), a
-              sample stopping at its first success. A success lowers hi and reopens that sample's bracket (its
+              starts: APGD-CE, APGD-DLR, targeted APGD-DLR towards its ``targets`` runner-up classes by clean
+              logit (AutoAttack's choice), then towards as many more by linearised distance (``final_attacks``),
+              a sample stopping at its first success. A success lowers hi and reopens that sample's bracket (its
               lo back to eps_min, searched again from the new point); at most ``rounds`` such rounds. {} /
               absent: none. The brackets close on failures of one attack; this makes a reported minimum one
               that the diverse ensemble failed to beat as well (on the linear model of tests/unit/test_apgd.py
@@ -55,7 +55,7 @@ from pipeline.checks import check_keys, is_int, is_number
 
 from ..errors import RobustnessConfigError
 from .base import _plain_value
-from .apgd import APGD
+from .apgd import APGD, rank_targets
 from .counting import QueryCounter
 from .fixed import per_sample
 from .verify import logit_slack, verify
@@ -338,13 +338,13 @@ def epsilon_search(attack: Any, fmodel: Any, counter: QueryCounter, x0: torch.Te
         keep(rows, run)
         return run
 
-    def final_round() -> np.ndarray:
+    def final_round(ensemble: list) -> np.ndarray:
         """The final ensemble (module docstring) on every sample with a minimum; the samples it beat."""
         rows = np.flatnonzero(np.isfinite(hi))
         before = hi[rows].copy()
         eps = before * (1 - rtol)
         beaten = np.zeros(rows.size, dtype=bool)
-        for apgd, targets in final_attacks(s["final"], counter, x0, y):
+        for apgd, targets in ensemble:
             todo = np.flatnonzero(~beaten)
             if todo.size == 0:
                 break
@@ -407,8 +407,9 @@ def epsilon_search(attack: Any, fmodel: Any, counter: QueryCounter, x0: torch.Te
         one_round(first, np.full(first.size, eps_max), None, 0)
         give_up[first] = ~np.isfinite(hi[first])  # never flipped at eps_max: give up on these samples
     close_brackets(np.ones(n, dtype=bool))
-    for _ in range(s["final"].get("rounds", 0) if s["final"] else 0):
-        beaten = final_round()
+    ensemble = final_attacks(s["final"], counter, x0, y, norm) if s["final"] and np.isfinite(hi).any() else []
+    for _ in range(s["final"].get("rounds", 0) if ensemble else 0):
+        beaten = final_round(ensemble)
         if beaten.size == 0:
             break
         # the ensemble beat a closed bracket: its lo was a false failure; search again from the new point
@@ -426,13 +427,15 @@ def epsilon_search(attack: Any, fmodel: Any, counter: QueryCounter, x0: torch.Te
     return best
 
 
-def final_attacks(final: dict, model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor
+def final_attacks(final: dict, model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, norm: str
                   ) -> list[tuple[APGD, torch.Tensor | None]]:
     """The final ensemble's attacks, [(APGD, (B, k) target classes or None: untargeted)], in the order run.
 
-    Untargeted CE, untargeted DLR (3 classes or more), targeted DLR towards the ``final['targets']`` classes of
-    highest clean logit after the true one (4 classes or more; AutoAttack's APGD-T ranking); one forward pass
-    of ``model`` for the ranking.
+    Untargeted CE; untargeted DLR (3 classes or more); with 4 classes or more, targeted DLR towards the
+    k = ``final['targets']`` classes of highest clean logit after the true one (AutoAttack's APGD-T ranking),
+    then towards the k nearest linearised boundaries (``apgd.rank_targets``) among the classes left (on the
+    demo's adversarially trained ResNet these were the classes that an independent check still reached below
+    the minimum). Costs one forward pass of ``model`` and n_classes - 1 gradients per sample for the rankings.
     """
     with torch.no_grad():
         logits = model(x0)
@@ -441,9 +444,17 @@ def final_attacks(final: dict, model: torch.nn.Module, x0: torch.Tensor, y: torc
     if n_classes >= 3:
         out.append((APGD(steps=final["steps"], loss="dlr"), None))
     k = min(final["targets"], n_classes - 1)
-    if n_classes >= 4 and k > 0:
-        ranked = logits.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)[:, :k]
-        out.append((APGD(steps=final["steps"], loss="dlr", targets=k), ranked))
+    if n_classes < 4 or k == 0:
+        return out
+    by_logit = logits.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)[:, :k]
+    out.append((APGD(steps=final["steps"], loss="dlr", targets=k), by_logit))
+    k2 = min(k, n_classes - 1 - k)
+    if k2 > 0:
+        by_distance = rank_targets(model, x0, y, norm, n_classes - 1)  # (B, n_classes - 1), nearest first
+        taken = (by_distance[:, :, None] == by_logit[:, None, :]).any(dim=2)
+        # the nearest k2 classes not already targeted, in order (a stable sort keeps the distance order)
+        order = taken.to(torch.int8).argsort(dim=1, stable=True)
+        out.append((APGD(steps=final["steps"], loss="dlr", targets=k2), by_distance.gather(1, order[:, :k2])))
     return out
 
 
