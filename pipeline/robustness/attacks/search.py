@@ -32,7 +32,8 @@ others are optional and, absent, mean the original plain bisection, so stored co
               starts: APGD-CE, APGD-DLR, targeted APGD-DLR towards its ``targets`` runner-up classes by clean
               logit (AutoAttack's choice), then towards as many more by linearised distance (``final_attacks``),
               a sample stopping at its first success. A success lowers hi and reopens that sample's bracket (its
-              lo back to eps_min, searched again from the new point); at most ``rounds`` such rounds. {} /
+              lo back to eps_min, searched again from the new point) and only these samples meet the ensemble
+              again; at most ``rounds`` ensemble rounds. {} /
               absent: none. The brackets close on failures of one attack; this makes a reported minimum one
               that the diverse ensemble failed to beat as well (on the linear model of tests/unit/test_apgd.py
               it takes untargeted DLR's worst sample from 15 % above the exact minimum to 0.2 %)
@@ -338,9 +339,8 @@ def epsilon_search(attack: Any, fmodel: Any, counter: QueryCounter, x0: torch.Te
         keep(rows, run)
         return run
 
-    def final_round(ensemble: list) -> np.ndarray:
-        """The final ensemble (module docstring) on every sample with a minimum; the samples it beat."""
-        rows = np.flatnonzero(np.isfinite(hi))
+    def final_round(ensemble: list, rows: np.ndarray) -> np.ndarray:
+        """The final ensemble (module docstring) on samples ``rows`` (with a minimum); the samples it beat."""
         before = hi[rows].copy()
         eps = before * (1 - rtol)
         beaten = np.zeros(rows.size, dtype=bool)
@@ -408,8 +408,9 @@ def epsilon_search(attack: Any, fmodel: Any, counter: QueryCounter, x0: torch.Te
         give_up[first] = ~np.isfinite(hi[first])  # never flipped at eps_max: give up on these samples
     close_brackets(np.ones(n, dtype=bool))
     ensemble = final_attacks(s["final"], counter, x0, y, norm) if s["final"] and np.isfinite(hi).any() else []
+    beaten = np.flatnonzero(np.isfinite(hi))  # the first round attacks every sample, a later one those reopened
     for _ in range(s["final"].get("rounds", 0) if ensemble else 0):
-        beaten = final_round(ensemble)
+        beaten = final_round(ensemble, beaten)
         if beaten.size == 0:
             break
         # the ensemble beat a closed bracket: its lo was a false failure; search again from the new point
