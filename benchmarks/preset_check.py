@@ -100,7 +100,8 @@ def main(n: int, words: list[str], preset: str = "fast") -> None:
                 pooled[f"{norm} {what}"][0] += int(b.sum())
                 pooled[f"{norm} {what}"][1] += m
             print(f"{regulariser} {norm}: {preset} {t:.0f}s {q:.0f} queries/sample, median {np.median(d):.4f}; "
-                  f"larger than stored: {', '.join(larger) or 'none stored'}; beaten: art {share(int(ra.beaten.sum()), m)} "
+                  f"larger than stored: {', '.join(larger) or 'none stored'}; "
+                  f"beaten: art {share(int(ra.beaten.sum()), m)} "
                   f"{ra.by_attack}, project {share(int(rp.beaten.sum()), m)} {rp.by_attack}, either "
                   f"{share(int(both.sum()), m)}{gain}", flush=True)
     for what, (b, m) in pooled.items():

@@ -6,7 +6,8 @@ ray-refined), searches only below it with warm-started APGD rounds (the secant r
 stops a sample once its bracket is tight (0.2-0.5 %); targeted APGD (``targets``) attacks the classes of the
 nearest linearised boundaries, which an untargeted loss misses; a final ensemble (``search``'s ``final``:
 APGD-CE, APGD-DLR, targeted DLR, fresh starts) attacks each minimum again and reopens any bracket it beats. In
-'fast', Brendel-Bethge refines L2 from the best point found so far ('paper' keeps its own BB sweep from DDN). Square (Linf) and HopSkipJump (L2) are the gradient-free checks (``scores.masking_check``).
+'fast', Brendel-Bethge refines L2 from the best point found so far ('paper' keeps its own BB sweep from DDN).
+Square (Linf) and HopSkipJump (L2) are the gradient-free checks (``scores.masking_check``).
 """
 
 from __future__ import annotations

@@ -33,10 +33,10 @@ others are optional and, absent, mean the original plain bisection, so stored co
               logit (AutoAttack's choice), then towards as many more by linearised distance (``final_attacks``),
               a sample stopping at its first success. A success lowers hi and reopens that sample's bracket (its
               lo back to eps_min, searched again from the new point) and only these samples meet the ensemble
-              again; at most ``rounds`` ensemble rounds. {} /
-              absent: none. The brackets close on failures of one attack; this makes a reported minimum one
-              that the diverse ensemble failed to beat as well (on the linear model of tests/unit/test_apgd.py
-              it takes untargeted DLR's worst sample from 15 % above the exact minimum to 0.2 %)
+              again; at most ``rounds`` ensemble rounds. {} / absent: none. The brackets close on failures of
+              one attack; this makes a reported minimum one that the diverse ensemble failed to beat as well
+              (on the linear model of tests/unit/test_apgd.py it takes untargeted DLR's worst sample from 15 %
+              above the exact minimum to 0.2 %)
 
 Every candidate is re-verified (``verify``); hi only ever falls to a verified distance, so the search returns
 the smallest verified adversarial it saw. Which samples are still searched is decided per sample, and the
@@ -61,7 +61,8 @@ from .counting import QueryCounter
 from .fixed import per_sample
 from .verify import logit_slack, verify
 
-__all__ = ["BOUND_ATTACKS", "SEARCH_KEYS", "epsilon_search", "final_attacks", "ray_refine", "resolve_search", "upper_bound"]
+__all__ = ["BOUND_ATTACKS", "SEARCH_KEYS", "epsilon_search", "final_attacks", "ray_refine", "resolve_search",
+           "upper_bound"]
 
 # the minimisation attacks a search may take its upper bounds from: {norm: {name: Foolbox class}}
 BOUND_ATTACKS: dict[str, dict[str, type]] = {
