@@ -61,7 +61,7 @@ def main(n: int, words: list[str], preset: str = "fast") -> None:
     pk = classifier.TrainedClassifier.primary_key
     warm_up(("L2",))
     pooled: dict[str, list[int]] = {}
-    same = ["task", "arch", "train_name", "regulariser", "alpha", "seed"]  # one classifier (queries.CONDITION)
+    same = queries.EXPERIMENT + queries.CONDITION  # the columns that name one classifier in derived frames
     for _, c in base.iterrows():
         k, regulariser, seed = c["key"], c["regulariser"], c["seed"]
         if seed != 0 or not any(w in regulariser for w in words):

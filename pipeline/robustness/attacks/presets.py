@@ -30,8 +30,9 @@ def _search(bound: str, bound_steps: int, steps: int = 8, rtol: float = 0.01, co
             "refine": 8, "warm": True, "confirm": confirm, "rule": "secant", **extra}
 
 
-# the search's final ensemble (``search``: APGD-CE, APGD-DLR, targeted APGD-DLR towards 3 classes, 100 steps, from
-# fresh starts at (1 - rtol) x each minimum; at most 2 rounds that reopen a bracket): as strong as the checks
+# the search's final ensemble (``search``: APGD-CE, APGD-DLR, targeted APGD-DLR towards 3 logit runners-up and 3
+# more nearest boundaries, 100 steps each, from fresh starts at (1 - rtol) x each minimum; at most 2 rounds, a
+# later one only on the samples whose bracket the previous reopened): the checks' attacks and more targets
 FINAL = {"steps": 100, "targets": 3, "rounds": 2}
 
 ATTACK_PRESETS: dict[str, dict[str, dict]] = {

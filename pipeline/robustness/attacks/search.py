@@ -27,8 +27,8 @@ others are optional and, absent, mean the original plain bisection, so stored co
     rule      how the next radius is chosen: 'bisect' (absent: geometric mid-point sqrt(lo * hi)) or 'secant'
               (the zero of the logit slack, interpolated between the last failure, or the clean image, and the
               last success, probing just below / just above it in turn, with a bisection fallback)
-    final     {'steps': int, 'targets': int, 'rounds': int}: once every bracket is closed, an ensemble as
-              strong as AutoAttack's APGD part attacks each sample at (1 - rtol) x its minimum from fresh random
+    final     {'steps': int, 'targets': int, 'rounds': int}: once every bracket is closed, an ensemble after
+              AutoAttack's APGD part attacks each sample at (1 - rtol) x its minimum from fresh random
               starts: APGD-CE, APGD-DLR, targeted APGD-DLR towards its ``targets`` runner-up classes by clean
               logit (AutoAttack's choice), then towards as many more by linearised distance (``final_attacks``),
               a sample stopping at its first success. A success lowers hi and reopens that sample's bracket (its
@@ -300,8 +300,10 @@ def epsilon_search(attack: Any, fmodel: Any, counter: QueryCounter, x0: torch.Te
     lo = np.full(n, s["eps_min"])
     diameter = {"Linf": 1.0, "L2": float(np.sqrt(x0[0].numel())), "L1": float(x0[0].numel())}[norm]
     eps_max = float(s.get("eps_max", diameter))
+    # the secant rule's interpolation points: a failure (e_l, s_l; at first the clean image) and a success
     pts = {"e_l": np.zeros(n), "s_l": clean.cpu().numpy(), "e_h": np.full(n, np.inf), "s_h": np.full(n, np.inf),
            "stall": np.zeros(n, dtype=bool), "width": np.full(n, np.inf), "side": np.zeros(n, dtype=np.int8)}
+    fresh = {k: v.copy() for k, v in pts.items()}  # a sample's state before its first round
     last_ok = np.zeros(n, dtype=bool)
     failed = np.zeros(n, dtype=bool)
     # (warm-started from FMN's point alone, APGD missed an 11% smaller adversarial on a demo ResNet that a fresh
@@ -416,10 +418,8 @@ def epsilon_search(attack: Any, fmodel: Any, counter: QueryCounter, x0: torch.Te
             break
         # the ensemble beat a closed bracket: its lo was a false failure; search again from the new point
         lo[beaten], failed[beaten], last_ok[beaten] = s["eps_min"], False, False
-        for key, value in (("e_l", 0.0), ("e_h", np.inf), ("s_h", np.inf), ("stall", False), ("width", np.inf),
-                           ("side", 0)):
-            pts[key][beaten] = value
-        pts["s_l"][beaten] = clean.cpu().numpy()[beaten]
+        for key, value in fresh.items():
+            pts[key][beaten] = value[beaten]
         if start is not None:
             start[torch.from_numpy(beaten).to(dev)] = float("nan")
         close_brackets(np.isin(np.arange(n), beaten))
