@@ -300,9 +300,12 @@ def epsilon_search(attack: Any, fmodel: Any, counter: QueryCounter, x0: torch.Te
     lo = np.full(n, s["eps_min"])
     diameter = {"Linf": 1.0, "L2": float(np.sqrt(x0[0].numel())), "L1": float(x0[0].numel())}[norm]
     eps_max = float(s.get("eps_max", diameter))
-    # the secant rule's interpolation points: a failure (e_l, s_l; at first the clean image) and a success
-    pts = {"e_l": np.zeros(n), "s_l": clean.cpu().numpy(), "e_h": np.full(n, np.inf), "s_h": np.full(n, np.inf),
-           "stall": np.zeros(n, dtype=bool), "width": np.full(n, np.inf), "side": np.zeros(n, dtype=np.int8)}
+    # the secant rule's interpolation points: a failure (e_l, s_l; at first the clean image) and a success; s_l is
+    # a copy: on CPU .numpy() shares the tensor's memory, and the rounds write into s_l, which would change the
+    # clean slack that every ray search starts from
+    pts = {"e_l": np.zeros(n), "s_l": clean.cpu().numpy().copy(), "e_h": np.full(n, np.inf),
+           "s_h": np.full(n, np.inf), "stall": np.zeros(n, dtype=bool), "width": np.full(n, np.inf),
+           "side": np.zeros(n, dtype=np.int8)}
     fresh = {k: v.copy() for k, v in pts.items()}  # a sample's state before its first round
     last_ok = np.zeros(n, dtype=bool)
     failed = np.zeros(n, dtype=bool)
